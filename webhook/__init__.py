@@ -1,0 +1,3 @@
+"""plane-guard: an admission webhook that hardens Plane pods against silent Celery task loss."""
+
+__version__ = "0.1.0"

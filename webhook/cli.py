@@ -1,0 +1,115 @@
+"""``plane-guard`` command line: serve, preview, policy check, certificates, runtime install.
+
+Each sub-command imports its module only when it runs, so ``plane-guard runtime install`` (the
+init container in every Plane pod) starts fast and does not load the web stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from webhook import __version__, conventions
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="plane-guard",
+        description="Admission webhook that stops Plane from silently losing Celery tasks.",
+    )
+    parser.add_argument("--version", action="version", version=f"plane-guard {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTPS admission webhook")
+    serve.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    serve.add_argument("--port", type=int, default=conventions.CONTAINER_PORT, help="HTTPS port (default 8443)")
+    serve.add_argument("--cert-file", default="certs/tls.crt", help="serving certificate (PEM); reloaded when it changes")
+    serve.add_argument("--key-file", default="certs/tls.key", help="private key of the serving certificate (PEM)")
+    serve.add_argument("--policy", metavar="FILE", help="policy YAML (default: the embedded default policy)")
+    serve.add_argument(
+        "--mode",
+        choices=("enforce", "audit"),
+        default="enforce",
+        help="audit: never change a pod, only report what would change (overrides namespace labels)",
+    )
+    serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    serve.add_argument(
+        "--on-error",
+        choices=("allow", "deny"),
+        default="allow",
+        help="answer to a request that hits an internal error (default allow: never block a pod)",
+    )
+    serve.add_argument("--max-body-bytes", type=int, default=3 * 1024 * 1024, help="larger requests get 413")
+    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+    preview = commands.add_parser("preview", help="show what the webhook would do to manifests, offline")
+    preview.add_argument("-f", "--filename", required=True, help="YAML or JSON file with one or more documents; - for stdin")
+    preview.add_argument("--policy", metavar="FILE", help="policy YAML (default: the embedded default policy)")
+    output = preview.add_mutually_exclusive_group()
+    output.add_argument("--diff", action="store_true", help="print a unified diff instead of the mutated YAML")
+    output.add_argument("--patch", action="store_true", help="print the RFC 6902 patch the webhook would return (single Pod)")
+    preview.add_argument("-n", "--namespace", help="namespace to assume for documents that name none")
+    preview.add_argument(
+        "--namespace-label",
+        choices=("enabled", "audit", "none"),
+        default="enabled",
+        help=f"value of the namespace's {conventions.INJECT} label: enabled mutates, audit reports only, none is not opted in",
+    )
+
+    policy = commands.add_parser("policy", help="policy tools")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
+    check = policy_commands.add_parser("check", help="validate a policy file (exit 2 when it is invalid)")
+    check.add_argument("file", help="policy YAML; - for stdin")
+    policy_commands.add_parser("default", help="print the embedded default policy")
+
+    certs = commands.add_parser("certs", help="serving certificates")
+    cert_commands = certs.add_subparsers(dest="certs_command", required=True, metavar="COMMAND")
+    generate = cert_commands.add_parser("generate", help="write ca.crt, tls.crt and tls.key and print the caBundle")
+    generate.add_argument("--out", default="certs", help="directory to write into (default certs/)")
+    generate.add_argument("--service", default=conventions.SERVICE_NAME)
+    generate.add_argument("--namespace", default=conventions.SERVICE_NAMESPACE)
+    generate.add_argument("--days", type=int, default=365)
+    generate.add_argument("--force", action="store_true", help="overwrite existing files")
+    bootstrap = cert_commands.add_parser(
+        "bootstrap", help="in the cluster: create or renew the TLS Secret and patch the webhook caBundle"
+    )
+    bootstrap.add_argument("--service", default=conventions.SERVICE_NAME)
+    bootstrap.add_argument("--namespace", default=conventions.SERVICE_NAMESPACE)
+    bootstrap.add_argument("--secret", default=conventions.TLS_SECRET)
+    bootstrap.add_argument("--mutating-webhook", default=conventions.MUTATING_WEBHOOK_CONFIGURATION)
+    bootstrap.add_argument("--validating-webhook", default=conventions.VALIDATING_WEBHOOK_CONFIGURATION)
+    bootstrap.add_argument("--days", type=int, default=365)
+    bootstrap.add_argument("--renew-before-days", type=int, default=30)
+
+    runtime = commands.add_parser("runtime", help="the files plane-guard delivers into Plane containers")
+    runtime_commands = runtime.add_subparsers(dest="runtime_command", required=True, metavar="COMMAND")
+    install = runtime_commands.add_parser("install", help="copy the runtime wrapper and hook into DIR (init container)")
+    install.add_argument("dir", help="destination directory, normally the shared emptyDir volume")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        from webhook import server
+
+        return server.serve_command(args)
+    if args.command == "preview":
+        from webhook import preview
+
+        return preview.preview_command(args)
+    if args.command == "policy":
+        from webhook import policy
+
+        return policy.policy_command(args)
+    if args.command == "certs":
+        from webhook import certs
+
+        return certs.generate_command(args) if args.certs_command == "generate" else certs.bootstrap_command(args)
+    from webhook import runtime
+
+    return runtime.install_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
