@@ -1,0 +1,394 @@
+"""Plane pod mutations, built directly as RFC 6902 operations against the pod the API server sent.
+
+Pure: pod and policy in, operations out. Nothing here copies or diffs the pod; every operation
+is computed from what the pod already holds, so the patch applies cleanly to exactly that object
+(missing lists and maps are created with one ``add``, keys are JSON-pointer escaped) and nothing
+the user wrote is dropped. ``apply_patch`` exists for the offline preview and the tests.
+
+A pod is idempotent under this mutation: a second pass finds every change in place and the
+status annotation unchanged, so it returns an empty patch (webhook reinvocation, re-applies).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonpatch
+
+from webhook import __version__, conventions as names
+from webhook.amqp_url import format_heartbeat, merge_heartbeat, parse_heartbeat
+from webhook.policy import Policy, Role
+
+RUNTIME_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}}
+RUNTIME_SECURITY = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+MAX_ANNOTATION_ECHO = 40
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the mutation decided. Names and reasons only: never env values or URLs."""
+
+    patch: list[dict[str, Any]]
+    roles: dict[str, str] = field(default_factory=dict)
+    changes: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def matched(self) -> bool:
+        return bool(self.roles)
+
+
+def escape(key: str) -> str:
+    """A map key as one JSON-pointer segment (RFC 6901)."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def apply_patch(pod: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pod as the API server stores it after the patch (a new object; ``pod`` is untouched)."""
+    return jsonpatch.apply_patch(pod, patch)
+
+
+def _map(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def is_opted_out(pod: dict[str, Any]) -> bool:
+    """The per-pod opt-out: label (seen by the objectSelector) or annotation."""
+    metadata = _map(pod.get("metadata"))
+    for source in (_map(metadata.get("labels")), _map(metadata.get("annotations"))):
+        value = source.get(names.INJECT)
+        if isinstance(value, str) and value.strip().lower() in names.OPT_OUT_VALUES:
+            return True
+    return False
+
+
+def _containers(pod: dict[str, Any]) -> list[Any]:
+    containers = _map(pod.get("spec")).get("containers")
+    return containers if isinstance(containers, list) else []
+
+
+def role_of(container: Any, labels: dict[str, Any], policy: Policy) -> tuple[str, Role] | None:
+    """The first policy role whose match rules this container satisfies."""
+    if not isinstance(container, dict):
+        return None
+    image, name, command = container.get("image"), container.get("name"), container.get("command")
+    if not isinstance(image, str) or not isinstance(name, str):
+        return None
+    command_text = " ".join(c for c in command if isinstance(c, str)) if isinstance(command, list) else ""
+    for role_name, role in policy.roles.items():
+        images, commands, container_names, pod_labels = role.match.compiled
+        if not any(p.search(image) for p in images):
+            continue
+        if any(not (isinstance(labels.get(k), str) and p.search(labels[k])) for k, p in pod_labels.items()):
+            continue
+        if command_text:
+            recognised = any(p.search(command_text) for p in commands)
+        else:
+            recognised = any(p.search(name) for p in container_names)
+        if recognised:
+            return role_name, role
+    return None
+
+
+def pod_roles(pod: dict[str, Any], policy: Policy) -> dict[str, str]:
+    """Container name -> role for every Plane container of the pod (opt-out not considered)."""
+    labels = _map(_map(pod.get("metadata")).get("labels"))
+    found = {}
+    for container in _containers(pod):
+        match = role_of(container, labels, policy)
+        if match:
+            found[container["name"]] = match[0]
+    return found
+
+
+@dataclass
+class _Overrides:
+    """Per-pod override annotations, validated; a bad value becomes a warning."""
+
+    max_requests: str | None = None
+    max_requests_jitter: str | None = None
+    heartbeat: float | None = None
+    wrap: bool | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, annotations: dict[str, Any], policy: Policy) -> "_Overrides":
+        found = cls()
+        bounds = policy.validation.gunicorn_max_requests
+        for key, attribute in (
+            (names.MAX_REQUESTS_ANNOTATION, "max_requests"),
+            (names.MAX_REQUESTS_JITTER_ANNOTATION, "max_requests_jitter"),
+        ):
+            raw = annotations.get(key)
+            if raw is None:
+                continue
+            text = str(raw).strip()
+            if not text.isdigit():
+                found._bad(key, raw, "a whole number >= 0")
+            elif attribute == "max_requests" and not bounds.contains(int(text)):
+                found._bad(key, raw, f"a number within the policy bounds {bounds.min}..{bounds.max}")
+            else:
+                setattr(found, attribute, str(int(text)))
+        raw = annotations.get(names.HEARTBEAT_ANNOTATION)
+        if raw is not None:
+            value = parse_heartbeat(str(raw).strip())
+            if value is None or value > 86400:
+                found._bad(names.HEARTBEAT_ANNOTATION, raw, "a number of seconds from 0 to 86400")
+            else:
+                found.heartbeat = value
+        raw = annotations.get(names.WRAP_ANNOTATION)
+        if raw is not None:
+            text = str(raw).strip().lower()
+            if text in ("true", "false"):
+                found.wrap = text == "true"
+            else:
+                found._bad(names.WRAP_ANNOTATION, raw, "true or false")
+        return found
+
+    def _bad(self, key: str, raw: Any, expected: str) -> None:
+        shown = str(raw)[:MAX_ANNOTATION_ECHO]
+        self.warnings.append(f"ignored annotation {key}={shown!r}: expected {expected}")
+
+    def env_for(self, role: Role) -> dict[str, str]:
+        env = dict(role.env)
+        for variable, value in (
+            ("GUNICORN_MAX_REQUESTS", self.max_requests),
+            ("GUNICORN_MAX_REQUESTS_JITTER", self.max_requests_jitter),
+        ):
+            if value is not None and variable in env:
+                env[variable] = value
+        return env
+
+
+class _ContainerPlan:
+    """Operations for one container; indices refer to the container as the API server sent it."""
+
+    def __init__(self, container: dict[str, Any], index: int, ops: list, changes: list, reasons: list):
+        self.container = container
+        self.name = container["name"]
+        self.base = f"/spec/containers/{index}"
+        self.ops, self.changes, self.reasons = ops, changes, reasons
+        env = container.get("env")
+        self.entries = env if isinstance(env, list) else []
+        self.env_exists = isinstance(env, list)
+        self.positions = {
+            entry["name"]: i
+            for i, entry in enumerate(self.entries)
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str)
+        }
+        self.appended: list[dict[str, str]] = []
+
+    def set_env(self, variable: str, value: str, keep: bool = False) -> bool:
+        """Set one variable in place (keeping ``$(VAR)`` order) or append it; True if it changed."""
+        position = self.positions.get(variable)
+        if position is None:
+            if any(e["name"] == variable for e in self.appended):
+                return False
+            self.appended.append({"name": variable, "value": value})
+        else:
+            entry = self.entries[position]
+            if entry.get("value") == value and "valueFrom" not in entry:
+                return False
+            if keep:
+                self.reasons.append(f"{self.name}:kept-env/{variable}")
+                return False
+            replacement = {"name": variable, "value": value}
+            self.ops.append({"op": "replace", "path": f"{self.base}/env/{position}", "value": replacement})
+        self.changes.append(f"{self.name}:env/{variable}")
+        return True
+
+    def finish_env(self) -> None:
+        if not self.appended:
+            return
+        if self.env_exists:
+            self.ops.extend({"op": "add", "path": f"{self.base}/env/-", "value": e} for e in self.appended)
+        else:
+            self.ops.append({"op": "add", "path": f"{self.base}/env", "value": self.appended})
+
+    def set_list_item(self, key: str, item: dict[str, Any], change: str) -> None:
+        """Add ``item`` to the list ``key`` unless an item of that name is already there."""
+        current = self.container.get(key)
+        if isinstance(current, list):
+            if any(isinstance(i, dict) and i.get("name") == item["name"] for i in current):
+                return
+            self.ops.append({"op": "add", "path": f"{self.base}/{key}/-", "value": item})
+        else:
+            self.ops.append({"op": "add", "path": f"{self.base}/{key}", "value": [item]})
+        self.changes.append(f"{self.name}:{change}")
+
+
+def _malformed(container: dict[str, Any]) -> str | None:
+    """Why the API server would reject this container anyway; such containers are not touched."""
+    for key in ("env", "envFrom", "volumeMounts"):
+        value = container.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(i, dict) for i in value)):
+            return key
+    command = container.get("command")
+    if command is not None and not (isinstance(command, list) and all(isinstance(c, str) for c in command)):
+        return "command"
+    return None
+
+
+def _wrap(plan: _ContainerPlan, role: Role, policy: Policy) -> bool:
+    """Point the command at the runtime wrapper; True when the container runs through it."""
+    runtime = policy.runtime
+    command = plan.container.get("command") or []
+    mounts = [m for m in plan.container.get("volumeMounts") or [] if m.get("name") != names.RUNTIME_VOLUME]
+    if any(str(m.get("mountPath", "")).rstrip("/") == runtime.mount_path for m in mounts):
+        plan.reasons.append(f"{plan.name}:mount-path-taken")
+        return False
+    if command[:2] != [names.RUNTIME_SHELL, runtime.entrypoint]:
+        original = command or role.default_command(plan.container["image"])
+        if not original:
+            plan.reasons.append(f"{plan.name}:no-command-known")
+            return False
+        op = "replace" if "command" in plan.container else "add"
+        plan.ops.append({"op": op, "path": f"{plan.base}/command", "value": [names.RUNTIME_SHELL, runtime.entrypoint, *original]})
+        plan.changes.append(f"{plan.name}:entrypoint")
+    mount = {"name": names.RUNTIME_VOLUME, "mountPath": runtime.mount_path, "readOnly": True}
+    plan.set_list_item("volumeMounts", mount, "runtime-volume-mount")
+    return True
+
+
+def _amqp(plan: _ContainerPlan, role: Role, policy: Policy, heartbeat: float, wrapped: bool, warnings: list) -> None:
+    """Add the heartbeat to a literal URL here, or have the runtime merge one from a Secret."""
+    variable = policy.amqp_url_variable
+    position = plan.positions.get(variable)
+    entry = plan.entries[position] if position is not None else None
+    literal = entry is not None and "valueFrom" not in entry and isinstance(entry.get("value"), str)
+    if literal and "$(" not in entry["value"]:
+        merged = merge_heartbeat(entry["value"], heartbeat, role.existing_heartbeat)
+        warnings.extend(f"{plan.name}: {variable}: {w}" for w in merged.warnings)
+        if merged.changed:
+            plan.ops.append({"op": "replace", "path": f"{plan.base}/env/{position}/value", "value": merged.url})
+            plan.changes.append(f"{plan.name}:amqp-url/heartbeat")
+        else:
+            plan.reasons.append(f"{plan.name}:amqp-url-{merged.reason}")
+        return
+    from_secret = entry is not None and ("valueFrom" in entry or literal)
+    from_env_from = entry is None and any(
+        isinstance(source, dict) and not source.get("prefix") and ("secretRef" in source or "configMapRef" in source)
+        for source in plan.container.get("envFrom") or []
+    )
+    if not (from_secret or from_env_from):
+        plan.reasons.append(f"{plan.name}:amqp-url-absent")
+        return
+    if not wrapped:
+        plan.reasons.append(f"{plan.name}:amqp-url-needs-wrapper")
+        return
+    settings = {names.ENV_AMQP_HEARTBEAT: format_heartbeat(heartbeat), names.ENV_AMQP_HEARTBEAT_EXISTING: role.existing_heartbeat}
+    if variable != "AMQP_URL":
+        settings[names.ENV_AMQP_URL_VAR] = variable
+    if any([plan.set_env(name, value) for name, value in settings.items()]):
+        plan.changes.append(f"{plan.name}:amqp-url/runtime-merge")
+
+
+def _pod_level(pod: dict[str, Any], policy: Policy, ops: list, changes: list) -> None:
+    """The shared volume and the init container that fills it, once per pod."""
+    spec = pod["spec"]
+    runtime = policy.runtime
+    volume = {"name": names.RUNTIME_VOLUME, "emptyDir": {"sizeLimit": "8Mi"}}
+    init = {
+        "name": names.RUNTIME_INIT_CONTAINER,
+        "image": runtime.image,
+        "imagePullPolicy": runtime.image_pull_policy,
+        "command": ["plane-guard", "runtime", "install", runtime.mount_path],
+        "volumeMounts": [{"name": names.RUNTIME_VOLUME, "mountPath": runtime.mount_path}],
+        "resources": RUNTIME_RESOURCES,
+        "securityContext": RUNTIME_SECURITY,
+    }
+    for key, item, change in (("volumes", volume, "pod:runtime-volume"), ("initContainers", init, "pod:runtime-init-container")):
+        current = spec.get(key)
+        if isinstance(current, list):
+            if any(isinstance(i, dict) and i.get("name") == item["name"] for i in current):
+                continue
+            ops.append({"op": "add", "path": f"/spec/{key}/-", "value": item})
+        else:
+            ops.append({"op": "add", "path": f"/spec/{key}", "value": [item]})
+        changes.append(change)
+
+
+def _status(pod: dict[str, Any], policy: Policy, roles: dict[str, str], changes: list[str]) -> list[dict[str, Any]]:
+    """Record which policy looked at the pod and what it changed, keeping earlier passes' names."""
+    metadata = pod.get("metadata")
+    annotations = _map(metadata).get("annotations") if isinstance(metadata, dict) else None
+    existing = annotations.get(names.STATUS_ANNOTATION) if isinstance(annotations, dict) else None
+    earlier: list[str] = []
+    if isinstance(existing, str):
+        try:
+            recorded = json.loads(existing).get("changed", [])
+            earlier = [c for c in recorded if isinstance(c, str)] if isinstance(recorded, list) else []
+        except (ValueError, AttributeError):
+            earlier = []
+    status = json.dumps(
+        {"version": __version__, "policy": policy.digest, "roles": roles, "changed": sorted({*earlier, *changes})},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    if status == existing:
+        return []
+    if not isinstance(metadata, dict):
+        return [{"op": "add", "path": "/metadata", "value": {"annotations": {names.STATUS_ANNOTATION: status}}}]
+    if not isinstance(annotations, dict):
+        return [{"op": "add", "path": "/metadata/annotations", "value": {names.STATUS_ANNOTATION: status}}]
+    return [{"op": "add", "path": f"/metadata/annotations/{escape(names.STATUS_ANNOTATION)}", "value": status}]
+
+
+def mutate_pod(pod: Any, policy: Policy) -> Outcome:
+    """The patch that hardens the Plane containers of ``pod``; an empty patch when none apply."""
+    if not isinstance(pod, dict) or not isinstance(pod.get("spec"), dict):
+        return Outcome([], reasons=("not-a-pod",))
+    spec = pod["spec"]
+    for key in ("volumes", "initContainers"):
+        if spec.get(key) is not None and not isinstance(spec.get(key), list):
+            return Outcome([], reasons=(f"malformed-spec/{key}",))
+    metadata = _map(pod.get("metadata"))
+    labels = _map(metadata.get("labels"))
+    matches = [
+        (index, container, match)
+        for index, container in enumerate(_containers(pod))
+        if (match := role_of(container, labels, policy))
+    ]
+    if not matches:
+        return Outcome([], reasons=("no-role-matched",))
+    roles = {container["name"]: match[0] for _, container, match in matches}
+    if is_opted_out(pod):
+        return Outcome([], reasons=("opted-out",))
+
+    overrides = _Overrides.read(_map(metadata.get("annotations")), policy)
+    ops: list[dict[str, Any]] = []
+    changes: list[str] = []
+    reasons: list[str] = []
+    warnings = list(overrides.warnings)
+    needs_runtime = False
+    for index, container, (_, role) in matches:
+        broken = _malformed(container)
+        if broken:
+            reasons.append(f"{container['name']}:malformed-{broken}")
+            continue
+        plan = _ContainerPlan(container, index, ops, changes, reasons)
+        keep = role.existing_env == "keep"
+        for variable, value in overrides.env_for(role).items():
+            plan.set_env(variable, value, keep)
+        wrap = role.wrap_entrypoint if overrides.wrap is None else overrides.wrap
+        wrapped = _wrap(plan, role, policy) if wrap else False
+        if not wrap:
+            reasons.append(f"{plan.name}:wrap-disabled")
+        needs_runtime = needs_runtime or wrapped
+        heartbeat = role.amqp_heartbeat if overrides.heartbeat is None else overrides.heartbeat
+        if heartbeat is not None:
+            _amqp(plan, role, policy, heartbeat, wrapped, warnings)
+        plan.finish_env()
+    if needs_runtime:
+        _pod_level(pod, policy, ops, changes)
+    ops.extend(_status(pod, policy, roles, changes))
+    return Outcome(ops, roles, tuple(changes), tuple(reasons), tuple(warnings))
