@@ -1,0 +1,44 @@
+"""The core and the CLI give exactly the golden patch and pod for every fixture."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.fixtures import golden
+from webhook.mutation import apply_patch, mutate_pod
+from webhook.policy import default_policy
+
+
+@pytest.mark.parametrize("case", golden.CASES)
+def test_core_matches_golden(case):
+    pod = golden.load_input(case)
+    outcome = mutate_pod(pod, default_policy())
+    assert outcome.patch == golden.expected_patch(case, outcome.patch)
+    mutated = apply_patch(pod, outcome.patch)
+    assert mutated == golden.expected_pod(case, mutated)
+    assert pod == golden.load_input(case), "mutate_pod must not modify its input"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "webhook.cli", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.mark.parametrize("case", golden.CASES)
+def test_cli_patch_matches_golden(case):
+    result = _cli("preview", "-f", str(golden.PODS / case / "input.yaml"), "--patch")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == json.loads((golden.PODS / case / "patch.json").read_text())
+
+
+@pytest.mark.parametrize("case", golden.CASES)
+def test_cli_preview_matches_golden(case):
+    result = _cli("preview", "-f", str(golden.PODS / case / "input.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout) == yaml.safe_load((golden.PODS / case / "mutated.yaml").read_text())
