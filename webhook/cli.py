@@ -41,6 +41,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-body-bytes", type=int, default=3 * 1024 * 1024, help="larger requests get 413")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    serve.add_argument(
+        "--keep-alive-timeout",
+        type=int,
+        default=120,
+        help="seconds an idle keep-alive connection stays open (default 120, above the API server's idle timeout)",
+    )
+    serve.add_argument("--graceful-timeout", type=int, default=20, help="seconds to finish in-flight requests on SIGTERM")
+    serve.add_argument(
+        "--cert-check-interval", type=float, default=2.0, help="seconds between checks of the certificate files (default 2)"
+    )
 
     preview = commands.add_parser("preview", help="show what the webhook would do to manifests, offline")
     preview.add_argument("-f", "--filename", required=True, help="YAML or JSON file with one or more documents; - for stdin")

@@ -1,0 +1,76 @@
+"""Policy loading: the embedded default is valid, and a bad policy gets a precise message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from webhook.policy import PolicyError, default_policy, default_policy_text, load_policy_text
+
+VALID_HEAD = "apiVersion: plane-guard.io/v1\nkind: Policy\n"
+ROLE = "roles:\n  api:\n    match: {images: [backend], commands: [api]}\n"
+
+
+def check(text: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "webhook.cli", "policy", "check", "-"],
+        input=text, capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def test_default_policy_covers_every_role_and_is_stable():
+    policy = default_policy()
+    assert list(policy.roles) == ["api", "beat", "worker"]
+    assert policy.roles["api"].env["GUNICORN_MAX_REQUESTS"] == "0"
+    assert all(r.env["CELERY_CONFIRM_PUBLISH"] == "true" for r in policy.roles.values())
+    assert policy.digest == load_policy_text(default_policy_text()).digest
+
+
+def test_policy_check_accepts_the_default():
+    result = check(default_policy_text())
+    assert result.returncode == 0 and "valid" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- just\n- a list\n", "a policy is a YAML mapping"),
+        ("roles: [\n", "not valid YAML"),
+        (VALID_HEAD + ROLE + "colour: blue\n", "colour: unknown key; allowed here: apiVersion, kind"),
+        (VALID_HEAD + ROLE + "    existingEnv: sometimes\n", "roles.api.existingEnv: 'sometimes' is not allowed; use one of 'replace' or 'keep'"),
+        (VALID_HEAD + ROLE + "    amqpHeartbeat: -5\n", "roles.api.amqpHeartbeat: Input should be greater than or equal to 0"),
+        (VALID_HEAD + ROLE + "    env: {GUNICORN_MAX_REQUESTS: lots}\n", "GUNICORN_MAX_REQUESTS must be a whole number >= 0"),
+        (VALID_HEAD + ROLE + "    env: {CELERY_CONFIRM_PUBLISH: maybe}\n", "CELERY_CONFIRM_PUBLISH must be true or false"),
+        (VALID_HEAD + ROLE + "    env: {CELERY_BROKER_TRANSPORT_OPTIONS: '[1]'}\n", "must be a JSON object"),
+        (VALID_HEAD + ROLE + "    env: {PLANE_GUARD_AMQP_HEARTBEAT: '1'}\n", "reserved for plane-guard"),
+        (VALID_HEAD + ROLE + "    env: {'BAD=NAME': '1'}\n", "not a valid variable name"),
+        (VALID_HEAD + "roles:\n  api:\n    match: {images: ['('], commands: [api]}\n", "roles.api.match.images.0: not a valid regular expression"),
+        (VALID_HEAD + "roles:\n  web: {}\n", "'web' is not allowed; use one of 'api', 'worker' or 'beat'"),
+        (VALID_HEAD + ROLE + "runtime: {mountPath: relative}\n", "runtime.mountPath: mountPath must be an absolute path"),
+        (VALID_HEAD + ROLE + "validation: {rules: {notMutated: shout}}\n", "validation.rules.notMutated: 'shout' is not allowed; use one of 'deny', 'warn' or 'audit'"),
+        (VALID_HEAD + ROLE + "validation: {gunicornMaxRequests: {min: 5, max: 1}}\n", "max (1) must be >= min (5)"),
+        ("kind: Policy\n" + ROLE, "apiVersion: required key is missing"),
+    ],
+)
+def test_bad_policies_exit_2_with_a_message_naming_the_field(text, message):
+    with pytest.raises(PolicyError) as raised:
+        load_policy_text(text)
+    assert message in str(raised.value)
+    result = check(text)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_yaml_numbers_and_booleans_become_env_strings():
+    policy = load_policy_text(VALID_HEAD + ROLE + "    env: {GUNICORN_MAX_REQUESTS: 0, CELERY_CONFIRM_PUBLISH: true}\n")
+    assert policy.roles["api"].env == {"GUNICORN_MAX_REQUESTS": "0", "CELERY_CONFIRM_PUBLISH": "true"}
+
+
+def test_missing_policy_file_is_a_clear_error(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "webhook.cli", "policy", "check", str(tmp_path / "nope.yaml")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 2 and "cannot read the policy file" in result.stderr

@@ -1,0 +1,136 @@
+"""``plane-guard preview`` on workload kinds, multi-document YAML, stdin, diff and audit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jsonpatch
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.fixtures import golden
+from webhook import conventions as names
+from webhook.preview import TEMPLATE_PATHS
+
+POD = golden.load_input("api-envfrom-secret")
+TEMPLATE = {"metadata": {"labels": POD["metadata"]["labels"]}, "spec": POD["spec"]}
+
+
+def workload(kind: str) -> dict:
+    template = json.loads(json.dumps(TEMPLATE))
+    selector = {"matchLabels": {"app.name": "plane-plane-api"}}
+    if kind == "CronJob":
+        spec = {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": {**template, "spec": {**template["spec"], "restartPolicy": "OnFailure"}}}}}
+    elif kind == "Job":
+        spec = {"template": {**template, "spec": {**template["spec"], "restartPolicy": "OnFailure"}}}
+    elif kind == "StatefulSet":
+        spec = {"selector": selector, "serviceName": "plane-api", "template": template}
+    else:
+        spec = {"selector": selector, "template": template}
+    api = {"CronJob": "batch/v1", "Job": "batch/v1"}.get(kind, "apps/v1")
+    return {"apiVersion": api, "kind": kind, "metadata": {"name": "plane-api-wl", "namespace": "plane"}, "spec": spec}
+
+
+def preview(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "webhook.cli", "preview", *args],
+        input=stdin, capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def template_of(document: dict) -> dict:
+    node = document
+    for part in TEMPLATE_PATHS[document["kind"]].split("/")[1:]:
+        node = node[part]
+    return node
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"])
+def test_workload_templates_are_mutated_and_stay_valid(kind):
+    result = preview("-f", "-", stdin=yaml.safe_dump(workload(kind)))
+    assert result.returncode == 0, result.stderr
+    mutated = yaml.safe_load(result.stdout)
+    kubernetes_validate.validate(mutated, kubernetes_validate.latest_version(), strict=True)
+    container = template_of(mutated)["spec"]["containers"][0]
+    assert container["command"][:2] == ["/bin/sh", "/plane-guard/entrypoint.sh"]
+    assert names.STATUS_ANNOTATION in template_of(mutated)["metadata"]["annotations"]
+    assert f"{kind}/plane-api-wl: roles plane-api=api" in result.stderr
+
+
+def test_multi_document_stream_keeps_every_document_in_order():
+    documents = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "plane-app-vars"}, "data": {"A": "1"}}, workload("Deployment"), POD]
+    result = preview("-f", "-", stdin=yaml.safe_dump_all(documents))
+    assert result.returncode == 0, result.stderr
+    out = list(yaml.safe_load_all(result.stdout))
+    assert [d["kind"] for d in out] == ["ConfigMap", "Deployment", "Pod"]
+    assert out[0] == documents[0]
+    assert "ConfigMap/plane-app-vars: no pod template; unchanged" in result.stderr
+
+
+def test_patch_output_is_the_webhook_patch_and_applies(tmp_path):
+    path = tmp_path / "pod.json"
+    path.write_text(json.dumps(POD))
+    result = preview("-f", str(path), "--patch")
+    assert result.returncode == 0, result.stderr
+    patch = json.loads(result.stdout)
+    assert patch == json.loads((golden.PODS / "api-envfrom-secret" / "patch.json").read_text())
+    assert jsonpatch.apply_patch(POD, patch)["spec"]["containers"][0]["command"][0] == "/bin/sh"
+
+
+def test_patch_of_an_untouched_pod_is_an_empty_array():
+    foreign = json.loads(json.dumps(POD))
+    foreign["spec"]["containers"][0]["image"] = "nginx:1.27"
+    result = preview("-f", "-", "--patch", stdin=json.dumps(foreign))
+    assert result.returncode == 0 and json.loads(result.stdout) == []
+
+
+def test_patch_refuses_more_than_one_document():
+    result = preview("-f", "-", "--patch", stdin=yaml.safe_dump_all([POD, POD]))
+    assert result.returncode == 2 and "exactly one Pod" in result.stderr
+
+
+def test_diff_only_adds_lines_for_a_stock_pod():
+    """The wrapper goes in front of the original command, so nothing of the user's is removed."""
+    result = preview("-f", "-", "--diff", stdin=yaml.safe_dump(POD, sort_keys=False))
+    assert result.returncode == 0
+    removed = [l for l in result.stdout.splitlines() if l.startswith("-") and not l.startswith("---")]
+    assert removed == []
+    assert "+  - /plane-guard/entrypoint.sh" in result.stdout
+    assert "+  - name: GUNICORN_MAX_REQUESTS" in result.stdout
+
+
+def test_audit_label_reports_but_changes_nothing():
+    result = preview("-f", "-", "--namespace-label", "audit", stdin=yaml.safe_dump(POD))
+    assert result.returncode == 0
+    assert yaml.safe_load(result.stdout) == POD
+    assert "would change" in result.stderr and "plane-api:entrypoint" in result.stderr
+    patch = preview("-f", "-", "--namespace-label", "audit", "--patch", stdin=yaml.safe_dump(POD))
+    assert json.loads(patch.stdout) == []
+
+
+def test_namespace_not_opted_in_changes_nothing():
+    result = preview("-f", "-", "--namespace-label", "none", "-n", "plane", stdin=yaml.safe_dump(POD))
+    assert result.returncode == 0 and yaml.safe_load(result.stdout) == POD
+    assert "plane is not opted in" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "code", "message"),
+    [
+        (["-f", "/nonexistent/x.yaml"], None, 1, "cannot read /nonexistent/x.yaml"),
+        (["-f", "-"], "a: [\n", 1, "not valid YAML or JSON"),
+        (["-f", "-", "--policy", "/nonexistent/p.yaml"], "", 2, "cannot read the policy file"),
+    ],
+)
+def test_bad_input_gets_a_clear_message(args, stdin, code, message):
+    result = preview(*args, stdin=stdin)
+    assert result.returncode == code and message in result.stderr
+
+
+def test_list_kind_is_expanded():
+    result = preview("-f", "-", stdin=yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [POD]}))
+    assert result.returncode == 0
+    assert yaml.safe_load(result.stdout)["spec"]["containers"][0]["command"][0] == "/bin/sh"

@@ -1,0 +1,87 @@
+"""Prometheus metrics of the webhook.
+
+Labels stay low-cardinality: reasons are reduced to their code (``plane-api:amqp-url-absent``
+counts as ``amqp-url-absent``), so container names never multiply the series.
+With ``--workers`` > 1 the server sets ``PROMETHEUS_MULTIPROC_DIR`` before this module is
+imported and ``/metrics`` aggregates every worker process.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the server)
+
+_MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+REQUESTS = Counter(
+    "plane_guard_admission_requests_total",
+    "Admission decisions (dry-run requests are not counted).",
+    ["webhook", "mode", "decision"],
+)
+REASONS = Counter(
+    "plane_guard_admission_reasons_total",
+    "Why a pod was skipped, left unchanged or flagged (reason codes, not values).",
+    ["webhook", "reason"],
+)
+DURATION = Histogram(
+    "plane_guard_admission_duration_seconds",
+    "Time spent deciding one admission request (parse to response bytes).",
+    ["webhook"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+ERRORS = Counter(
+    "plane_guard_internal_errors_total",
+    "Internal errors while deciding; the pod was admitted (or denied with --on-error deny).",
+    ["webhook"],
+)
+BAD_REQUESTS = Counter(
+    "plane_guard_bad_requests_total",
+    "Requests refused before any decision (malformed body, too large, wrong content type...).",
+    ["status"],
+)
+CERT_RELOADS = Counter(
+    "plane_guard_certificate_reloads_total",
+    "Serving certificate reloads after the files changed.",
+    ["result"],
+)
+CERT_EXPIRY = Gauge(
+    "plane_guard_certificate_expiry_timestamp_seconds",
+    "notAfter of the serving certificate in use (Unix time).",
+    multiprocess_mode="max",
+)
+POLICY = Gauge(
+    "plane_guard_policy_info",
+    "The policy in use (value 1, digest as label).",
+    ["digest", "mode"],
+    multiprocess_mode="max",
+)
+
+
+def reason_code(reason: str) -> str:
+    """``plane-api:amqp-url-absent`` -> ``amqp-url-absent``; bounded length."""
+    return reason.rpartition(":")[2][:48] or "unknown"
+
+
+def record_decision(webhook: str, mode: str, decision: str, reasons: tuple[str, ...] | list[str], seconds: float) -> None:
+    REQUESTS.labels(webhook, mode, decision).inc()
+    for code in {reason_code(r) for r in reasons}:
+        REASONS.labels(webhook, code).inc()
+    DURATION.labels(webhook).observe(seconds)
+
+
+def render() -> bytes:
+    """The exposition text for ``GET /metrics``."""
+    if _MULTIPROCESS:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest()
+
+
+def now() -> float:
+    return time.perf_counter()

@@ -1,0 +1,579 @@
+"""The HTTPS admission server: FastAPI app, uvicorn over TLS, certificate hot reload.
+
+The four admission paths are the hot path: a small ASGI layer in front of the FastAPI router
+reads the body under a size limit, parses the envelope once, calls the pure core and writes the
+response bytes itself. Everything else (health, readiness, metrics, 404/405) is ordinary FastAPI.
+
+A plane-guard bug must never block a pod: a failure inside the core answers ``allowed`` with a
+warning (or a deny with ``--on-error deny``); only a request that is not an AdmissionReview gets
+a 4xx, and nothing ever returns a 500.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import ssl
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from webhook import conventions, decision_log
+from webhook.admission import AdmissionReview, EnvelopeError, build_response, parse_review, pod_display_name
+
+SETTINGS_ENV = "PLANE_GUARD_SERVE_SETTINGS"
+ADMISSION_PATHS = {
+    conventions.PATH_MUTATE: ("mutate", False),
+    conventions.PATH_MUTATE_AUDIT: ("mutate", True),
+    conventions.PATH_VALIDATE: ("validate", False),
+    conventions.PATH_VALIDATE_AUDIT: ("validate", True),
+}
+#: Audit annotation values stay short enough for audit logs.
+AUDIT_VALUE_MAX = 1024
+INTERNAL_ERROR_WARNING = "plane-guard internal error: pod admitted unchanged (see the plane-guard logs)"
+
+
+@dataclass
+class Settings:
+    """Everything ``serve`` needs; JSON-serialisable so worker processes receive it."""
+
+    host: str = "0.0.0.0"
+    port: int = conventions.CONTAINER_PORT
+    cert_file: str = "certs/tls.crt"
+    key_file: str = "certs/tls.key"
+    policy: str | None = None
+    mode: str = "enforce"
+    workers: int = 1
+    on_error: str = "allow"
+    max_body_bytes: int = 3 * 1024 * 1024
+    log_level: str = "info"
+    keep_alive_timeout: int = 120
+    graceful_timeout: int = 20
+    cert_check_interval: float = 2.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Settings":
+        known = {name for name in cls.__dataclass_fields__ if name != "extra"}
+        return cls(**{k: v for k, v in vars(args).items() if k in known and v is not None})
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+class ServingCertificate:
+    """The serving certificate, re-read when the files change; new handshakes use the newest.
+
+    uvicorn listens with one base context whose SNI callback hands every new connection the
+    latest context, so a swap is one reference assignment: connections already open keep theirs,
+    and a half-written pair (new cert, old key) is never used because a new context is only
+    published after it loaded completely. Content is compared, not paths: a Secret volume update
+    swaps a ``..data`` symlink, and cert-manager may rewrite in place.
+    """
+
+    def __init__(self, cert_file: str, key_file: str, interval: float = 2.0):
+        self.cert_file, self.key_file, self.interval = cert_file, key_file, interval
+        self._fingerprint = b""
+        self.error: str | None = None
+        self.reloads = 0
+        self.not_after = 0.0
+        self.current = self._load()  # raises: the server must not start without a certificate
+        self.base = self.current
+        self.base.sni_callback = self._sni
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _read(self) -> tuple[bytes, bytes]:
+        with open(self.cert_file, "rb") as cert, open(self.key_file, "rb") as key:
+            return cert.read(), key.read()
+
+    def _load(self) -> ssl.SSLContext:
+        cert, key = self._read()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.set_alpn_protocols(["http/1.1"])
+        # load_cert_chain wants paths; load a private copy so the pair is the one we hashed.
+        with tempfile.TemporaryDirectory(prefix="plane-guard-tls-") as scratch:
+            cert_path, key_path = Path(scratch, "tls.crt"), Path(scratch, "tls.key")
+            cert_path.write_bytes(cert)
+            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(key)
+            context.load_cert_chain(str(cert_path), str(key_path))
+        self._fingerprint = hashlib.sha256(cert + b"\0" + key).digest()
+        self.not_after = _not_after(cert)
+        _set_expiry(self.not_after)
+        return context
+
+    def _sni(self, ssl_object: Any, server_name: str | None, context: ssl.SSLContext) -> None:
+        latest = self.current
+        if latest is not context:
+            ssl_object.context = latest
+
+    def check(self) -> bool:
+        """Reload if the files changed; True when a new certificate is in use."""
+        from webhook import metrics
+
+        try:
+            cert, key = self._read()
+        except OSError as exc:
+            self.error = f"cannot read the certificate files: {exc.strerror}"
+            return False
+        if hashlib.sha256(cert + b"\0" + key).digest() == self._fingerprint:
+            return False
+        try:
+            context = self._load()
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            # Typical mid-rotation: the new certificate is there, its key not yet. Retry later.
+            self.error = f"new certificate not loaded yet ({type(exc).__name__}); still serving the previous one"
+            metrics.CERT_RELOADS.labels("error").inc()
+            return False
+        self.current = context
+        self.error = None
+        self.reloads += 1
+        metrics.CERT_RELOADS.labels("ok").inc()
+        decision_log.LOG.info("serving certificate reloaded", extra={"fields": {"not_after": self.not_after}})
+        return True
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, name="plane-guard-cert-watch", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception:  # noqa: BLE001 - the watcher must outlive any surprise
+                decision_log.error("certificate watcher failed; will retry")
+
+    @property
+    def healthy(self) -> bool:
+        return self.not_after > time.time()
+
+
+def _not_after(cert_pem: bytes) -> float:
+    from cryptography import x509
+
+    certificate = x509.load_pem_x509_certificate(cert_pem)
+    return certificate.not_valid_after_utc.timestamp()
+
+
+def _set_expiry(not_after: float) -> None:
+    from webhook import metrics
+
+    metrics.CERT_EXPIRY.set(not_after)
+
+
+_CERTIFICATE: ServingCertificate | None = None
+
+
+def current_certificate() -> ServingCertificate | None:
+    return _CERTIFICATE
+
+
+def ssl_context_factory(config: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """uvicorn hook (runs in every worker process): our reloading context instead of a fixed one."""
+    global _CERTIFICATE
+    settings = _settings_from_env()
+    interval = settings.cert_check_interval if settings else 2.0
+    _CERTIFICATE = ServingCertificate(config.ssl_certfile, config.ssl_keyfile, interval)
+    _CERTIFICATE.start()
+    return _CERTIFICATE.base
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+class Admission:
+    """Turns one parsed AdmissionReview into response bytes plus the fields to log."""
+
+    def __init__(self, policy: Any, *, mode: str, on_error: str, mutate: Callable | None = None, validate: Callable | None = None):
+        from webhook.mutation import mutate_pod
+        from webhook.validation import validate_pod
+
+        self.policy = policy
+        self.global_audit = mode == "audit"
+        self.on_error = on_error
+        self.mutate = mutate or mutate_pod
+        self.validate = validate or validate_pod
+
+    def decide(self, webhook: str, audit: bool, review: AdmissionReview) -> tuple[bytes, dict[str, Any]]:
+        request = review.request
+        audit = audit or self.global_audit
+        pod = request.object
+        fields: dict[str, Any] = {
+            "uid": request.uid,
+            "webhook": webhook,
+            "mode": "audit" if audit else "enforce",
+            "namespace": request.namespace or _namespace_of(pod),
+            "pod": pod_display_name(pod) or request.name or "",
+            "operation": request.operation,
+            "dry_run": bool(request.dryRun),
+        }
+        skip = _skip_reason(review)
+        if skip:
+            fields.update(decision="skipped", reasons=[skip], roles={})
+            return build_response(review.apiVersion, request.uid), fields
+        if pod is None:
+            raise EnvelopeError("request.object is required for a Pod CREATE")
+        try:
+            if webhook == "mutate":
+                return self._mutate(review, audit, fields)
+            return self._validate(review, audit, fields)
+        except Exception:  # noqa: BLE001 - a plane-guard bug must not block the pod
+            return self._internal_error(review, webhook, fields)
+
+    def _mutate(self, review: AdmissionReview, audit: bool, fields: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        request = review.request
+        outcome = self.mutate(request.object, self.policy)
+        fields.update(roles=outcome.roles, reasons=list(outcome.reasons), changes=list(outcome.changes))
+        warnings = list(outcome.warnings)
+        if not outcome.patch:
+            fields["decision"] = "unchanged" if outcome.roles else "skipped"
+            return build_response(review.apiVersion, request.uid, warnings=warnings), fields
+        changed = _join(outcome.changes)
+        if audit:
+            fields["decision"] = "would-patch"
+            containers = sorted({c.split(":", 1)[0] for c in outcome.changes if ":" in c} - {"pod"}) or ["pod"]
+            summary = (
+                f"plane-guard audit: would change {len(outcome.changes)} setting(s) in {', '.join(containers)}; "
+                "nothing was changed"
+            )
+            body = build_response(
+                review.apiVersion, request.uid, warnings=[summary, *warnings], audit_annotations={"would-change": changed}
+            )
+            return body, fields
+        fields["decision"] = "patched"
+        body = build_response(
+            review.apiVersion, request.uid, patch=outcome.patch, warnings=warnings, audit_annotations={"changed": changed}
+        )
+        return body, fields
+
+    def _validate(self, review: AdmissionReview, audit: bool, fields: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        request = review.request
+        verdict = self.validate(request.object, self.policy, audit=audit)
+        fields.update(roles=verdict.roles, reasons=list(verdict.reasons), decision=verdict.decision)
+        annotations = {k: v[:AUDIT_VALUE_MAX] for k, v in verdict.audit_annotations().items()}
+        if verdict.allowed:
+            body = build_response(review.apiVersion, request.uid, warnings=verdict.warnings(), audit_annotations=annotations)
+        else:
+            body = build_response(
+                review.apiVersion,
+                request.uid,
+                allowed=False,
+                warnings=verdict.warnings(),
+                audit_annotations=annotations,
+                status_code=403,
+                status_message=verdict.deny_message(),
+            )
+        return body, fields
+
+    def _internal_error(self, review: AdmissionReview, webhook: str, fields: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        from webhook import metrics
+
+        decision_log.error("internal error while deciding", {"uid": review.request.uid, "webhook": webhook})
+        if not review.request.dryRun:
+            metrics.ERRORS.labels(webhook).inc()
+        fields.setdefault("roles", {})
+        fields["reasons"] = ["internal-error"]
+        if self.on_error == "deny":
+            fields["decision"] = "error-denied"
+            body = build_response(
+                review.apiVersion,
+                review.request.uid,
+                allowed=False,
+                status_code=500,
+                status_message="plane-guard internal error; the pod was not admitted (--on-error deny). Check the plane-guard logs.",
+            )
+            return body, fields
+        fields["decision"] = "error-allowed"
+        return build_response(review.apiVersion, review.request.uid, warnings=[INTERNAL_ERROR_WARNING]), fields
+
+
+def _namespace_of(pod: dict[str, Any] | None) -> str:
+    metadata = pod.get("metadata") if isinstance(pod, dict) else None
+    value = metadata.get("namespace") if isinstance(metadata, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def _join(changes: tuple[str, ...] | list[str]) -> str:
+    text = ",".join(changes)
+    return text if len(text) <= AUDIT_VALUE_MAX else text[: AUDIT_VALUE_MAX - 3] + "..."
+
+
+def _skip_reason(review: AdmissionReview) -> str | None:
+    request = review.request
+    if request.kind.kind != "Pod" or request.kind.group != "":
+        return "not-a-pod"
+    if request.resource is not None and request.resource.resource not in ("", "pods"):
+        return "not-a-pod"
+    if request.subResource:
+        return "subresource"
+    if request.operation != "CREATE":
+        return "not-create"
+    return None
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Disconnected(Exception):
+    pass
+
+
+def _json_bytes(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+class AdmissionEndpoint:
+    """Pure ASGI middleware: serves the admission paths, passes everything else to FastAPI."""
+
+    def __init__(self, app: Any, admission: Admission, max_body_bytes: int):
+        self.app = app
+        self.admission = admission
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        route = ADMISSION_PATHS.get(scope.get("path")) if scope["type"] == "http" else None
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        if scope["method"] != "POST":
+            await self._refuse(send, 405, "use POST with an AdmissionReview body", [(b"allow", b"POST")])
+            return
+        content_type, length = b"", None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                length = value
+        if content_type.split(b";", 1)[0].strip().lower() != b"application/json":
+            await self._refuse(send, 415, "Content-Type must be application/json (an AdmissionReview)")
+            return
+        if length is not None:
+            if not length.isdigit():
+                await self._refuse(send, 400, "invalid Content-Length header")
+                return
+            if int(length) > self.max_body_bytes:
+                await self._refuse(send, 413, f"body larger than {self.max_body_bytes} bytes (--max-body-bytes)")
+                return
+        try:
+            body = await self._read_body(receive)
+        except _TooLarge:
+            await self._refuse(send, 413, f"body larger than {self.max_body_bytes} bytes (--max-body-bytes)")
+            return
+        except _Disconnected:
+            return
+        if not body:
+            await self._refuse(send, 400, "empty body: send an AdmissionReview (admission.k8s.io/v1) as JSON")
+            return
+        webhook, audit = route
+        try:
+            review = parse_review(body)
+            payload, fields = self.admission.decide(webhook, audit, review)
+        except EnvelopeError as exc:
+            await self._refuse(send, 400, str(exc))
+            return
+        seconds = time.perf_counter() - started
+        fields["duration_ms"] = round(seconds * 1000, 3)
+        if not fields["dry_run"]:
+            from webhook import metrics
+
+            metrics.record_decision(webhook, fields["mode"], fields["decision"], fields.get("reasons", ()), seconds)
+        decision_log.decision(fields)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _read_body(self, receive: Callable) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise _TooLarge
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _refuse(self, send: Callable, status: int, message: str, headers: list | None = None) -> None:
+        from webhook import metrics
+
+        metrics.BAD_REQUESTS.labels(str(status)).inc()
+        body = _json_bytes({"status": status, "message": message})
+        extra = list(headers or [])
+        if status == 413:
+            extra.append((b"connection", b"close"))  # the rest of the body is not read
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(
+    settings: Settings | None = None,
+    policy: Any = None,
+    *,
+    certificate: Callable[[], ServingCertificate | None] = current_certificate,
+    mutate: Callable | None = None,
+    validate: Callable | None = None,
+) -> FastAPI:
+    """The webhook app. ``mutate``/``validate`` replace the core (tests inject failures)."""
+    from webhook import metrics
+    from webhook.policy import load_policy
+
+    settings = settings or Settings()
+    policy = policy if policy is not None else load_policy(settings.policy)
+    admission = Admission(policy, mode=settings.mode, on_error=settings.on_error, mutate=mutate, validate=validate)
+    metrics.POLICY.labels(policy.digest, settings.mode).set(1)
+
+    app = FastAPI(title="plane-guard", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.policy = policy
+    app.state.settings = settings
+
+    @app.get(conventions.PATH_HEALTHZ)
+    async def healthz() -> Response:
+        """Alive: the event loop answers."""
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @app.get(conventions.PATH_READYZ)
+    async def readyz(request: Request) -> JSONResponse:
+        """Ready: a valid certificate is loaded, the policy is valid, and this came over HTTPS."""
+        serving = certificate()
+        problems = []
+        if serving is None or not serving.healthy:
+            problems.append("no valid serving certificate loaded")
+        if request.url.scheme != "https":
+            problems.append("not serving over HTTPS")
+        body = {
+            "ready": not problems,
+            "problems": problems,
+            "policy": policy.digest,
+            "mode": settings.mode,
+            "certificate": {
+                "not_after": serving.not_after if serving else None,
+                "reloads": serving.reloads if serving else 0,
+                "pending_error": serving.error if serving else None,
+            },
+        }
+        return JSONResponse(body, status_code=200 if not problems else 503)
+
+    @app.get(conventions.PATH_METRICS)
+    async def metrics_endpoint() -> Response:
+        return Response(metrics.render(), media_type=metrics.CONTENT_TYPE_LATEST)
+
+    app.add_middleware(AdmissionEndpoint, admission=admission, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+# --------------------------------------------------------------------------- command
+
+
+def _settings_from_env() -> Settings | None:
+    raw = os.environ.get(SETTINGS_ENV)
+    return Settings(**json.loads(raw)) if raw else None
+
+
+def app_from_environment() -> FastAPI:
+    """uvicorn factory (each worker process): settings come from ``PLANE_GUARD_SERVE_SETTINGS``."""
+    settings = _settings_from_env() or Settings()
+    decision_log.configure(settings.log_level)
+    return create_app(settings)
+
+
+def preflight(settings: Settings) -> str | None:
+    """Why the server cannot start, or None. Checked before binding so the message is clear."""
+    from webhook.policy import PolicyError, load_policy
+
+    try:
+        load_policy(settings.policy)
+    except PolicyError as exc:
+        return f"invalid policy, not starting:\n{exc}"
+    missing = [path for path in (settings.cert_file, settings.key_file) if not Path(path).is_file()]
+    if missing:
+        return (
+            f"certificate file(s) not found: {', '.join(missing)}.\n"
+            "Run `plane-guard certs generate --out certs` (or mount the TLS Secret) and pass "
+            "--cert-file/--key-file."
+        )
+    try:
+        ServingCertificate(settings.cert_file, settings.key_file)
+    except (ssl.SSLError, ValueError, OSError) as exc:
+        return (
+            f"cannot load the serving certificate ({type(exc).__name__}): check that {settings.cert_file} and "
+            f"{settings.key_file} are a matching PEM pair, or regenerate them with `plane-guard certs generate --force`."
+        )
+    if settings.max_body_bytes < 1024:
+        return "--max-body-bytes must be at least 1024"
+    if settings.workers < 1:
+        return "--workers must be at least 1"
+    return None
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """``plane-guard serve``: refuse bad settings with exit 2, else run uvicorn until SIGTERM."""
+    settings = Settings.from_args(args)
+    decision_log.configure(settings.log_level)
+    problem = preflight(settings)
+    if problem:
+        print(f"plane-guard serve: {problem}", file=sys.stderr)
+        return 2
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="plane-guard-metrics-")
+    os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))
+
+    import uvicorn
+
+    uvicorn.run(
+        "webhook.server:app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        ssl_certfile=settings.cert_file,
+        ssl_keyfile=settings.key_file,
+        ssl_context_factory=ssl_context_factory,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        timeout_keep_alive=settings.keep_alive_timeout,
+        timeout_graceful_shutdown=settings.graceful_timeout,
+    )
+    return 0

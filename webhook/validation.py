@@ -1,0 +1,208 @@
+"""Checks of the final pod (after every mutating webhook) against the policy. Pure: no I/O.
+
+Each rule has an action in the policy: ``deny`` rejects the pod, ``warn`` admits it with a
+warning kubectl shows, ``audit`` admits it and records an audit annotation. In audit mode a deny
+becomes a warn, so turning plane-guard on never blocks a rollout by surprise.
+
+Messages name containers, variables and query keys, never an env value or a URL: a literal
+AMQP_URL carries the broker password.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from webhook import conventions
+from webhook.amqp_url import AMQP_SCHEMES, KOMBU_QUERY_KEYS, parse_heartbeat
+from webhook.mutation import is_opted_out, pod_roles
+from webhook.policy import Policy
+
+RULES = ("amqpHeartbeatDisabled", "unknownAmqpQueryKey", "gunicornMaxRequestsOutOfBounds", "notMutated")
+#: What the stock API image runs with when nothing overrides it (``--max-requests 1200``).
+IMAGE_MAX_REQUESTS = 1200
+MAX_REQUESTS_VARIABLE = "GUNICORN_MAX_REQUESTS"
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    action: str  # deny | warn | audit, after audit mode is applied
+    subject: str  # container name, or "pod"
+    message: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    findings: tuple[Finding, ...] = ()
+    roles: dict[str, str] = field(default_factory=dict)
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return not any(f.action == "deny" for f in self.findings)
+
+    @property
+    def decision(self) -> str:
+        actions = {f.action for f in self.findings}
+        for action, word in (("deny", "denied"), ("warn", "warned"), ("audit", "audited")):
+            if action in actions:
+                return word
+        return "allowed"
+
+    def deny_message(self) -> str:
+        denied = [f for f in self.findings if f.action == "deny"]
+        text = "; ".join(f"{f.subject}: {f.message} ({f.rule})" for f in denied)
+        return f"plane-guard denied this pod: {text}. Fix the pod, or set the rule to warn in the plane-guard policy."
+
+    def warnings(self) -> list[str]:
+        return [f"plane-guard: {f.subject}: {f.message}" for f in self.findings if f.action == "warn"]
+
+    def audit_annotations(self) -> dict[str, str]:
+        """One key per rule (the API server prefixes it with the webhook name)."""
+        grouped: dict[str, list[str]] = {}
+        for finding in self.findings:
+            if finding.action == "audit":
+                grouped.setdefault(finding.rule, []).append(f"{finding.subject}: {finding.message}")
+        return {rule: "; ".join(messages) for rule, messages in grouped.items()}
+
+
+def rule_action(policy: Policy, rule: str) -> str:
+    """The configured action for ``rule`` (camelCase name as written in the policy)."""
+    rules = policy.validation.rules
+    if isinstance(rules, dict):
+        return rules.get(rule, "warn")
+    return rules.model_dump(by_alias=True).get(rule, "warn")
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    """Variable name -> env entry; a later duplicate wins, as in the kubelet."""
+    found: dict[str, Any] = {}
+    env = container.get("env")
+    if isinstance(env, list):
+        for entry in env:
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                found[entry["name"]] = entry
+    return found
+
+
+def _literal(entry: Any) -> str | None:
+    if isinstance(entry, dict) and "valueFrom" not in entry and isinstance(entry.get("value"), str):
+        return entry["value"]
+    return None
+
+
+def _wrapped(container: dict[str, Any]) -> bool:
+    command = container.get("command")
+    return isinstance(command, list) and any(
+        isinstance(part, str) and part.endswith("/" + conventions.RUNTIME_ENTRYPOINT) for part in command[:3]
+    )
+
+
+def _query_pairs(url: str) -> list[tuple[str, str]] | None:
+    """Query pairs of one AMQP URL, or None when it is not an AMQP URL."""
+    scheme, sep, _ = url.strip().partition("://")
+    if not sep or scheme.lower() not in AMQP_SCHEMES:
+        return None
+    query = url.partition("#")[0].partition("?")[2]
+    pairs = []
+    for pair in query.split("&"):
+        if pair:
+            key, _, value = pair.partition("=")
+            pairs.append((unquote(key), unquote(value)))
+    return pairs
+
+
+def _check_amqp(name: str, container: dict[str, Any], env: dict[str, Any], policy: Policy) -> list[tuple[str, str]]:
+    """(rule, message) pairs for a literal broker URL; a URL from a Secret cannot be seen here."""
+    variable = policy.amqp_url_variable
+    url = _literal(env.get(variable))
+    if url is None or "$(" in url:
+        return []
+    problems: list[tuple[str, str]] = []
+    runtime_heartbeat = parse_heartbeat(_literal(env.get(conventions.ENV_AMQP_HEARTBEAT)) or "")
+    runtime_replaces = _literal(env.get(conventions.ENV_AMQP_HEARTBEAT_EXISTING)) == "replace"
+    runtime_adds = _wrapped(container) and bool(runtime_heartbeat)
+    unknown: list[str] = []
+    disabled = unparsable = False
+    for part in url.split(";"):
+        pairs = _query_pairs(part)
+        if pairs is None:
+            continue
+        unknown += [k for k, _ in pairs if k not in KOMBU_QUERY_KEYS and not k.startswith("ssl_")]
+        beats = [v for k, v in pairs if k == "heartbeat"]
+        if not beats:
+            disabled = disabled or not runtime_adds
+            continue
+        value = parse_heartbeat(beats[-1])
+        if value is None:
+            unparsable = unparsable or not (runtime_adds and runtime_replaces)
+        elif value == 0:
+            disabled = disabled or not (runtime_adds and runtime_replaces)
+    if disabled:
+        problems.append(
+            ("amqpHeartbeatDisabled", f"{variable} has no AMQP heartbeat (kombu default 0): add heartbeat=60 to the URL")
+        )
+    if unparsable:
+        problems.append(("amqpHeartbeatDisabled", f"{variable} has a heartbeat kombu cannot parse: every delay() raises"))
+    if unknown:
+        keys = ", ".join(repr(k[:40]) for k in dict.fromkeys(unknown))
+        problems.append(("unknownAmqpQueryKey", f"{variable} query key {keys} is not accepted by kombu: every delay() raises TypeError"))
+    return problems
+
+
+def _check_max_requests(env: dict[str, Any], policy: Policy) -> list[tuple[str, str]]:
+    bounds = policy.validation.gunicorn_max_requests
+    entry = env.get(MAX_REQUESTS_VARIABLE)
+    if entry is not None and _literal(entry) is None:
+        return []  # from a ConfigMap or Secret: not visible at admission
+    raw = _literal(entry)
+    allowed = f"[{bounds.min}, {'unbounded' if bounds.max is None else bounds.max}]"
+    if raw is None:
+        value = IMAGE_MAX_REQUESTS
+        origin = f"{MAX_REQUESTS_VARIABLE} is unset, so the image's --max-requests {IMAGE_MAX_REQUESTS} applies"
+    else:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            return [("gunicornMaxRequestsOutOfBounds", f"{MAX_REQUESTS_VARIABLE} is not an integer; allowed {allowed}")]
+        origin = f"{MAX_REQUESTS_VARIABLE}={value}"
+    if value < bounds.min or (bounds.max is not None and value > bounds.max):
+        return [("gunicornMaxRequestsOutOfBounds", f"{origin}, outside the allowed {allowed}")]
+    return []
+
+
+def validate_pod(pod: Any, policy: Policy, *, audit: bool = False) -> Verdict:
+    """Every finding for the final pod; ``audit`` turns deny into warn."""
+    if not isinstance(pod, dict) or not isinstance(pod.get("spec"), dict):
+        return Verdict(reasons=("not-a-pod",))
+    roles = pod_roles(pod, policy)
+    if not roles:
+        return Verdict(reasons=("no-role-matched",))
+    if is_opted_out(pod):
+        return Verdict(roles=roles, reasons=("opted-out",))
+
+    raw: list[tuple[str, str, str]] = []
+    metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+    annotations = metadata.get("annotations") if isinstance(metadata.get("annotations"), dict) else {}
+    if conventions.STATUS_ANNOTATION not in annotations:
+        raw.append(("notMutated", "pod", "Plane pod was not hardened by plane-guard (is the mutating webhook reachable?)"))
+    containers = pod["spec"].get("containers")
+    for container in containers if isinstance(containers, list) else []:
+        if not isinstance(container, dict) or container.get("name") not in roles:
+            continue
+        name = container["name"]
+        env = _env(container)
+        checks = _check_amqp(name, container, env, policy)
+        if roles[name] == "api":
+            checks += _check_max_requests(env, policy)
+        raw += [(rule, name, message) for rule, message in checks]
+
+    findings = []
+    for rule, subject, message in raw:
+        action = rule_action(policy, rule)
+        if audit and action == "deny":
+            action = "warn"
+        findings.append(Finding(rule, action, subject, message))
+    return Verdict(tuple(findings), roles, tuple(sorted({f.rule for f in findings})))
