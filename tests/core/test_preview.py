@@ -98,8 +98,8 @@ def test_diff_only_adds_lines_for_a_stock_pod():
     assert result.returncode == 0
     removed = [l for l in result.stdout.splitlines() if l.startswith("-") and not l.startswith("---")]
     assert removed == []
-    assert "+  - /plane-guard/entrypoint.sh" in result.stdout
-    assert "+  - name: GUNICORN_MAX_REQUESTS" in result.stdout
+    added = [l[1:].strip() for l in result.stdout.splitlines() if l.startswith("+") and not l.startswith("+++")]
+    assert "- /plane-guard/entrypoint.sh" in added and "- name: GUNICORN_MAX_REQUESTS" in added
 
 
 def test_audit_label_reports_but_changes_nothing():
