@@ -11,6 +11,7 @@ import difflib
 import json
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
@@ -69,11 +70,21 @@ def preview_document(document: Any, policy: Policy, apply: bool = True) -> Previ
     return Previewed(document, mutated, outcome, patch)
 
 
+def _texts(filename: str) -> Iterator[str]:
+    if filename == "-":
+        yield sys.stdin.read()
+        return
+    path = Path(filename)
+    files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json")) if path.is_dir() else [path]
+    for file in files:
+        yield file.read_text(encoding="utf-8")
+
+
 def read_documents(filename: str) -> list[Any]:
-    """Every document of a YAML or JSON stream; ``kind: List`` is expanded into its items."""
-    text = sys.stdin.read() if filename == "-" else open(filename, encoding="utf-8").read()
+    """Every document of a YAML or JSON stream, file or directory (like ``kubectl -f``);
+    ``kind: List`` is expanded into its items."""
     documents: list[Any] = []
-    for document in yaml.safe_load_all(text):
+    for document in (d for text in _texts(filename) for d in yaml.safe_load_all(text)):
         if document is None:
             continue
         if isinstance(document, dict) and document.get("kind") == "List" and isinstance(document.get("items"), list):

@@ -134,3 +134,12 @@ def test_list_kind_is_expanded():
     result = preview("-f", "-", stdin=yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [POD]}))
     assert result.returncode == 0
     assert yaml.safe_load(result.stdout)["spec"]["containers"][0]["command"][0] == "/bin/sh"
+
+
+def test_a_directory_is_read_like_kubectl_does(tmp_path):
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(workload("Deployment")))
+    (tmp_path / "b.json").write_text(json.dumps(POD))
+    (tmp_path / "notes.txt").write_text("not a manifest")
+    result = preview("-f", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert [d["kind"] for d in yaml.safe_load_all(result.stdout)] == ["Deployment", "Pod"]
