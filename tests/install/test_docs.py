@@ -1,4 +1,4 @@
-"""docs/install.md names what the manifests and the code actually use."""
+"""The README's install sections name what the manifests and the code actually use."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 from webhook import conventions
 from tests.install.conftest import REPO, TARGETS
 
-DOC = (REPO / "docs" / "install.md").read_text()
+DOC = (REPO / "README.md").read_text()
 
 
 def test_every_kustomize_path_in_the_doc_exists() -> None:

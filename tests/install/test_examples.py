@@ -70,7 +70,7 @@ def test_preview_mutates_each_example(filename: str) -> None:
 
 
 def test_preview_of_the_rendered_kustomization(tmp_path) -> None:
-    """`kubectl kustomize manifests/examples | plane-guard preview -f -`, as docs/install.md shows."""
+    """`kubectl kustomize manifests/examples | plane-guard preview -f -`, as the README shows."""
     rendered = yaml.safe_dump_all(render("examples"))
     result = run_cli("preview", "-f", "-", input=rendered)
     assert result.returncode == 0, result.stderr
