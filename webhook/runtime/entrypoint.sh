@@ -9,7 +9,7 @@ _pg_dir=${0%/*}
 [ "$_pg_dir" = "$0" ] && _pg_dir=.
 case $_pg_dir in
     /*) ;;
-    *) _pg_dir=$(pwd)/$_pg_dir ;;
+    *) _pg_dir=$(CDPATH='' cd -- "$_pg_dir" && pwd) || exit 1 ;;
 esac
 
 if [ "$#" -eq 0 ]; then

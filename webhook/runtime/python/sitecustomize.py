@@ -138,7 +138,11 @@ def _set_setting(conf, key, value):
 
 
 def _celery_overrides(conf):
-    """Compute the settings to apply from the environment: ({setting: value}, [variable names])."""
+    """The settings to apply from the environment: ({setting: value}, [variable names]).
+
+    The retry policy and the transport options are merged into the app's own, so a partial JSON
+    object changes only the keys it names.
+    """
     settings, names = {}, []
     for name, key, parse in _CELERY_SETTINGS:
         value, ok = _read(name, parse)
@@ -269,11 +273,15 @@ class _PatchingLoader:
             _say(f"could not prepare {module.__name__} ({type(exc).__name__}: {exc}); continuing without it")
 
     def __getattr__(self, name):
+        if name in ("_loader", "_patch"):
+            raise AttributeError(name)
         return getattr(self._loader, name)
 
 
 class _Finder:
     """A ``sys.meta_path`` entry that only reacts to the few modules plane-guard patches."""
+
+    plane_guard = True
 
     def __init__(self, patches):
         self._patches = patches
@@ -283,7 +291,7 @@ class _Finder:
         if patch is None:
             return None
         for finder in sys.meta_path:
-            if finder is self or isinstance(finder, _Finder):
+            if finder is self or getattr(finder, "plane_guard", False):
                 continue
             find_spec = getattr(finder, "find_spec", None)
             if find_spec is None:
@@ -305,7 +313,7 @@ _PATCHES = {
 
 
 def _install():
-    if any(isinstance(finder, _Finder) for finder in sys.meta_path):
+    if any(getattr(finder, "plane_guard", False) for finder in sys.meta_path):
         return
     for name, patch in _PATCHES.items():
         if name in sys.modules:
@@ -354,4 +362,8 @@ try:
 except Exception as _exc:
     _say(f"start-up hook not installed ({type(_exc).__name__}: {_exc}); the application runs unchanged")
 
-chained = _chain()
+try:
+    chained = _chain()
+except Exception as _exc:
+    chained = None
+    _say(f"could not look for another sitecustomize ({type(_exc).__name__}: {_exc})")

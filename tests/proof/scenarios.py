@@ -1,0 +1,231 @@
+"""The silent-loss scenarios, run against real pods: shared by ``python -m tests.proof`` and the tests.
+
+Each scenario starts a fresh API pod (baseline: the chart's pod spec; guarded: the same spec after
+plane-guard's mutation), publishes through its HTTP endpoint (the view calls ``task.delay()``),
+and counts, by task id, what the Celery worker pod of the same configuration executed:
+
+* returned_ok: requests whose ``delay()`` returned a task id without raising;
+* arrived: of those, the tasks the worker executed;
+* lost: returned_ok - arrived, the silent losses.
+
+Every wait is bounded; every pod, vhost and nftables table is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from itertools import groupby
+from typing import Callable
+
+from tests.proof import broker
+from tests.proof.plane import Api, PlaneRun, Publish, Worker
+from webhook import conventions
+
+#: Heartbeat for the idle scenario: small, so that "idle past the heartbeat" takes seconds.
+IDLE_HEARTBEAT = 3
+IDLE_SECONDS = 4 * IDLE_HEARTBEAT
+ROTATION_REQUESTS = 12
+ROTATION_GAP = 0.3
+
+
+@dataclass
+class Result:
+    scenario: str
+    config: str
+    publishes: list[Publish]
+    arrived_ids: set[str]
+    details: dict[str, object] = field(default_factory=dict)
+    logs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def returned_ok(self) -> int:
+        return sum(1 for p in self.publishes if p.ok)
+
+    @property
+    def raised(self) -> int:
+        return sum(1 for p in self.publishes if not p.ok)
+
+    @property
+    def arrived(self) -> int:
+        return len({p.task_id for p in self.publishes if p.ok} & self.arrived_ids)
+
+    @property
+    def lost(self) -> int:
+        return self.returned_ok - self.arrived
+
+    @property
+    def pids(self) -> list[int | None]:
+        return [p.pid for p in self.publishes]
+
+    def line(self) -> str:
+        return (
+            f"scenario={self.scenario} config={self.config} returned_ok={self.returned_ok} "
+            f"arrived={self.arrived} lost={self.lost}"
+        )
+
+    def detail_lines(self) -> list[str]:
+        lines = [f"raised={self.raised} slowest_publish={max((p.seconds for p in self.publishes), default=0):.2f}s"]
+        lines += [f"{key}={value}" for key, value in self.details.items()]
+        return lines
+
+
+def pid_runs(pids: list[int | None]) -> list[int]:
+    """Lengths of the runs of requests served by the same worker: ``[5, 5, 2]``."""
+    return [len(list(group)) for _, group in groupby(pids)]
+
+
+def await_arrivals(run: PlaneRun, worker: Worker, wanted: set[str], timeout: float = 20.0) -> set[str]:
+    """Wait until the worker executed every id in ``wanted``, or until nothing more can arrive.
+
+    "Nothing more" means: the queue is empty and no new task ran for 2 s, checked after at least
+    3 s. Either way the wait ends within ``timeout``.
+    """
+    started = time.monotonic()
+    last_change, seen = started, worker.executed()
+    while not wanted <= seen and time.monotonic() - started < timeout:
+        time.sleep(0.5)
+        now_seen = worker.executed()
+        if now_seen != seen:
+            seen, last_change = now_seen, time.monotonic()
+            continue
+        quiet = time.monotonic() - last_change >= 2 and time.monotonic() - started >= 3
+        if quiet and run.vhost.queue_depth() == 0:
+            break
+    return worker.executed() & wanted
+
+
+def _connection_timeouts(run: PlaneRun, pid: int) -> list[int]:
+    """The heartbeat the broker negotiated for each connection process ``pid`` holds."""
+    ports = set(broker.broker_ports_of(pid))
+    return sorted(c.timeout for c in run.vhost.connections() if c.peer_port in ports)
+
+
+def _publish_many(api: Api, prefix: str, count: int, gap: float = 0.0) -> list[Publish]:
+    done = []
+    for index in range(count):
+        if index and gap:
+            time.sleep(gap)
+        done.append(api.publish(f"{prefix}-{index}"))
+    return done
+
+
+def _finish(run: PlaneRun, worker: Worker, api: Api, result: Result) -> Result:
+    api.stop()
+    wanted = {p.task_id for p in result.publishes if p.ok}
+    result.arrived_ids = await_arrivals(run, worker, wanted)
+    result.logs["api"] = api.logs()
+    result.logs["api_markers"] = "\n".join(api.marker_lines())
+    master = re.search(r"Listening at: \S+ \((\d+)\)", result.logs["api"])
+    result.details["gunicorn_is_container_pid"] = bool(master) and int(master.group(1)) == api.container.pid
+    result.details["api_exit_code"] = api.container.process.returncode
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def gunicorn_rotation(run: PlaneRun, worker: Worker, config: str, max_requests: int | None = None) -> Result:
+    """Requests one at a time; the worker PIDs show when gunicorn rotated its worker."""
+    annotations = {conventions.MAX_REQUESTS_ANNOTATION: str(max_requests)} if max_requests is not None else {}
+    name = "gunicorn-rotation" if max_requests is None else f"gunicorn-rotation-at-{max_requests}"
+    api = run.start_api(config, annotations)
+    result = Result(name, config, [], set())
+    try:
+        result.publishes = _publish_many(api, name, ROTATION_REQUESTS, gap=ROTATION_GAP)
+        result.details["pid_runs"] = pid_runs(result.pids)
+    finally:
+        _finish(run, worker, api, result)
+    return result
+
+
+def churn(run: PlaneRun, worker: Worker, config: str) -> Result:
+    """Broker-side closes (``rabbitmqctl close_all_connections``) between bursts of publishes."""
+    api = run.start_api(config)
+    result = Result("broker-close-churn", config, [], set())
+    try:
+        result.publishes += _publish_many(api, "churn-warm", 3)
+        result.details["api_heartbeat"] = _connection_timeouts(run, result.publishes[-1].pid)
+        result.details["worker_heartbeat"] = _connection_timeouts(run, worker.container.pid)
+        for round_ in range(3):
+            run.vhost.close_all_connections()
+            time.sleep(0.5)
+            result.publishes += _publish_many(api, f"churn-{round_}", 3)
+    finally:
+        _finish(run, worker, api, result)
+    return result
+
+
+def black_hole(run: PlaneRun, worker: Worker, config: str) -> Result:
+    """The pooled connection starts dropping every packet, with no FIN or RST."""
+    api = run.start_api(config)
+    result = Result("black-hole", config, [], set())
+    try:
+        result.publishes += _publish_many(api, "hole-warm", 2)
+        ports = broker.broker_ports_of(result.publishes[-1].pid)
+        result.details["black_holed_ports"] = ports
+        with broker.black_hole(ports):
+            result.publishes += _publish_many(api, "hole-a", 3, gap=0.2)
+            time.sleep(2)
+            result.publishes += _publish_many(api, "hole-b", 2)
+            api.stop()
+    finally:
+        _finish(run, worker, api, result)
+    return result
+
+
+def idle(run: PlaneRun, worker: Worker, config: str) -> Result:
+    """The API pod idles past the heartbeat (guarded: 3 s via the pod annotation) and publishes again."""
+    annotations = {conventions.HEARTBEAT_ANNOTATION: str(IDLE_HEARTBEAT)} if config == "guarded" else {}
+    api = run.start_api(config, annotations)
+    result = Result("idle-past-heartbeat", config, [], set())
+    try:
+        result.publishes += _publish_many(api, "idle-warm", 2)
+        ports_before = broker.broker_ports_of(result.publishes[-1].pid)
+        live = {c.peer_port: c.timeout for c in run.vhost.connections()}
+        result.details["api_heartbeat"] = sorted(live[p] for p in ports_before if p in live)
+        time.sleep(IDLE_SECONDS)
+        still_open = {c.peer_port for c in run.vhost.connections()} & set(ports_before)
+        result.details["broker_closed_idle_connection"] = not still_open
+        result.publishes += _publish_many(api, "idle-after", 3)
+    finally:
+        _finish(run, worker, api, result)
+    return result
+
+
+Scenario = Callable[[PlaneRun, Worker, str], Result]
+
+SCENARIOS: tuple[tuple[str, Scenario, tuple[str, ...]], ...] = (
+    ("gunicorn-rotation", gunicorn_rotation, ("baseline", "guarded")),
+    ("gunicorn-rotation-at-3", lambda run, worker, config: gunicorn_rotation(run, worker, config, 3), ("guarded",)),
+    ("broker-close-churn", churn, ("baseline", "guarded")),
+    ("black-hole", black_hole, ("baseline", "guarded")),
+    ("idle-past-heartbeat", idle, ("baseline", "guarded")),
+)
+
+
+def run_all(report: Callable[[Result], None] = lambda result: None) -> list[Result]:
+    """Every scenario for every configuration, baseline first; ``report`` sees each result as it comes."""
+    broker.require_broker()
+    broker.require_nft()
+    broker.remove_stale_black_holes()
+    run = PlaneRun()
+    results: list[Result] = []
+    try:
+        for config in ("baseline", "guarded"):
+            worker = run.start_worker(config)
+            try:
+                for _, scenario, configs in SCENARIOS:
+                    if config in configs:
+                        started = time.monotonic()
+                        result = scenario(run, worker, config)
+                        result.details["seconds"] = round(time.monotonic() - started, 1)
+                        result.logs["worker"] = worker.logs()
+                        results.append(result)
+                        report(result)
+            finally:
+                worker.stop()
+    finally:
+        run.close()
+    return results
