@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from webhook import conventions
 
 #: Back-date validity so a node with a slightly slow clock accepts a fresh certificate.
 CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -65,7 +64,10 @@ def generate(service: str, namespace: str, days: int) -> Bundle:
         raise ValueError("--days must be at least 1")
     now = _now()
     ca_key = _key()
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"plane-guard CA {now:%Y-%m-%dT%H:%M:%SZ}")])
+    # Unique per CA: during a rotation the bundle holds two CAs, and clients pick by subject.
+    ca_name = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, f"plane-guard CA {now:%Y-%m-%d} {os.urandom(4).hex()}")]
+    )
     ca = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -295,8 +297,9 @@ def bootstrap(core: Any, admission: Any, *, service: str, namespace: str, secret
 
     # 1. Trust first: the bundle holds the new CA and the previous one before the Secret changes.
     def bundle_for(previous: bytes) -> bytes:
-        old = previous + (b"\n" + data["ca.crt"] if data.get("ca.crt") and fresh else b"")
-        return merged_bundle(ca_pem, old)
+        # The CA the running server is signed by comes first: it must survive the pruning.
+        serving = data["ca.crt"] + b"\n" if data.get("ca.crt") and fresh else b""
+        return merged_bundle(ca_pem, serving + previous)
 
     for kind, name, read, patch in (
         ("mutating", mutating, admission.read_mutating_webhook_configuration, admission.patch_mutating_webhook_configuration),

@@ -47,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
         default=120,
         help="seconds an idle keep-alive connection stays open (default 120, above the API server's idle timeout)",
     )
-    serve.add_argument("--graceful-timeout", type=int, default=20, help="seconds to finish in-flight requests on SIGTERM")
+    serve.add_argument(
+        "--graceful-timeout", type=int, default=10, help="seconds to finish in-flight requests on SIGTERM (default 10)"
+    )
     serve.add_argument(
         "--cert-check-interval", type=float, default=2.0, help="seconds between checks of the certificate files (default 2)"
     )

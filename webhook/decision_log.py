@@ -7,7 +7,10 @@ frames without their message, because a message can quote the input.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
+import os
 import sys
 import time
 import traceback
@@ -54,9 +57,65 @@ def configure(level: str = "info") -> None:
 
 
 def decision(fields: dict[str, Any]) -> None:
-    """Log one admission decision (the caller passes names only, never values)."""
-    if DECISIONS.isEnabledFor(logging.INFO):
-        DECISIONS.info("admission", extra={"fields": fields})
+    """Log one admission decision (the caller passes names only, never values).
+
+    The hot path writes the line itself (same format as the formatter) instead of going
+    through a LogRecord, and lines produced in one event-loop iteration leave in one write:
+    under load that is one syscall for many decisions, idle it is one per decision, and no
+    line waits longer than the iteration that produced it.
+    """
+    if not DECISIONS.isEnabledFor(logging.INFO):
+        return
+    line = {"ts": round(time.time(), 3), "level": "info", "logger": DECISIONS.name, "msg": "admission"}
+    line.update(fields)
+    _PENDING.append(pydantic_core.to_json(line, fallback=str) + b"\n")
+    if len(_PENDING) == 1:
+        try:
+            asyncio.get_running_loop().call_soon(flush)
+        except RuntimeError:  # no event loop (tests, tools): write now
+            flush()
+
+
+_PENDING: list[bytes] = []
+#: Writes up to this size are atomic on a pipe, so worker processes sharing stderr never mix lines.
+_ATOMIC = 4096
+
+
+def flush() -> None:
+    """Write the pending decision lines, whole lines per write."""
+    if not _PENDING:
+        return
+    lines = _PENDING[:]
+    _PENDING.clear()
+    fd = _fd()
+    chunk: list[bytes] = []
+    size = 0
+    for line in lines:
+        if chunk and size + len(line) > _ATOMIC:
+            _write(fd, b"".join(chunk))
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line)
+    _write(fd, b"".join(chunk))
+
+
+def _write(fd: int, data: bytes) -> None:
+    try:
+        while data:
+            written = os.write(fd, data)
+            data = data[written:]
+    except OSError:
+        pass  # a closed or full log pipe must not fail an admission
+
+
+def _fd() -> int:
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, ValueError, OSError):
+        return 2
+
+
+atexit.register(flush)
 
 
 def error(message: str, fields: dict[str, Any] | None = None) -> None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the server)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+#: Content type of ``GET /metrics``.
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 _MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
@@ -65,11 +67,23 @@ def reason_code(reason: str) -> str:
     return reason.rpartition(":")[2][:48] or "unknown"
 
 
+_CHILDREN: dict[tuple, object] = {}
+
+
+def _child(metric, *values: str):
+    """Labelled child, looked up once: ``labels()`` costs more than the increment itself."""
+    key = (metric, *values)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*values)
+    return child
+
+
 def record_decision(webhook: str, mode: str, decision: str, reasons: tuple[str, ...] | list[str], seconds: float) -> None:
-    REQUESTS.labels(webhook, mode, decision).inc()
+    _child(REQUESTS, webhook, mode, decision).inc()
     for code in {reason_code(r) for r in reasons}:
-        REASONS.labels(webhook, code).inc()
-    DURATION.labels(webhook).observe(seconds)
+        _child(REASONS, webhook, code).inc()
+    _child(DURATION, webhook).observe(seconds)
 
 
 def render() -> bytes:

@@ -1,26 +1,30 @@
 """The HTTPS admission server: FastAPI app, uvicorn over TLS, certificate hot reload.
 
-The four admission paths are the hot path: a small ASGI layer in front of the FastAPI router
-reads the body under a size limit, parses the envelope once, calls the pure core and writes the
-response bytes itself. Everything else (health, readiness, metrics, 404/405) is ordinary FastAPI.
+The four admission paths are the hot path: a small ASGI endpoint, called before FastAPI's own
+middleware stack, reads the body under a size limit, parses the envelope once, calls the pure
+core and writes the response bytes itself. Everything else (health, readiness, metrics,
+404/405) is ordinary FastAPI.
 
 A plane-guard bug must never block a pod: a failure inside the core answers ``allowed`` with a
-warning (or a deny with ``--on-error deny``); only a request that is not an AdmissionReview gets
-a 4xx, and nothing ever returns a 500.
+warning (or a deny with ``--on-error deny``); a request that is not an AdmissionReview gets a
+clear 4xx. Only a bug in the HTTP layer itself, before a uid is known, can answer 500 (the
+webhook's failurePolicy then decides).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
+import shutil
 import ssl
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -57,13 +61,12 @@ class Settings:
     max_body_bytes: int = 3 * 1024 * 1024
     log_level: str = "info"
     keep_alive_timeout: int = 120
-    graceful_timeout: int = 20
+    graceful_timeout: int = 10
     cert_check_interval: float = 2.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Settings":
-        known = {name for name in cls.__dataclass_fields__ if name != "extra"}
+        known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in vars(args).items() if k in known and v is not None})
 
 
@@ -101,14 +104,10 @@ class ServingCertificate:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.set_alpn_protocols(["http/1.1"])
-        # load_cert_chain wants paths; load a private copy so the pair is the one we hashed.
-        with tempfile.TemporaryDirectory(prefix="plane-guard-tls-") as scratch:
-            cert_path, key_path = Path(scratch, "tls.crt"), Path(scratch, "tls.key")
-            cert_path.write_bytes(cert)
-            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(key)
-            context.load_cert_chain(str(cert_path), str(key_path))
+        context.load_cert_chain(self.cert_file, self.key_file)
+        if self._read() != (cert, key):
+            # Changed while loading: what was loaded may not be what was hashed. Next check.
+            raise ValueError("certificate files changed while loading")
         self._fingerprint = hashlib.sha256(cert + b"\0" + key).digest()
         self.not_after = _not_after(cert)
         _set_expiry(self.not_after)
@@ -281,6 +280,20 @@ class Admission:
             )
         return body, fields
 
+    def error_answer(self, review: AdmissionReview, webhook: str, audit: bool) -> tuple[bytes, dict[str, Any]]:
+        """The ``--on-error`` answer for a failure outside the core (fields built from scratch)."""
+        request = review.request
+        fields = {
+            "uid": request.uid,
+            "webhook": webhook,
+            "mode": "audit" if audit or self.global_audit else "enforce",
+            "namespace": request.namespace or "",
+            "pod": request.name or "",
+            "operation": request.operation,
+            "dry_run": bool(request.dryRun),
+        }
+        return self._internal_error(review, webhook, fields)
+
     def _internal_error(self, review: AdmissionReview, webhook: str, fields: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
         from webhook import metrics
 
@@ -343,18 +356,23 @@ def _json_bytes(payload: dict[str, Any]) -> bytes:
 
 
 class AdmissionEndpoint:
-    """Pure ASGI middleware: serves the admission paths, passes everything else to FastAPI."""
+    """ASGI endpoint for the four admission paths: body under a limit, one parse, one answer."""
 
-    def __init__(self, app: Any, admission: Admission, max_body_bytes: int):
-        self.app = app
+    def __init__(self, admission: Admission, max_body_bytes: int):
         self.admission = admission
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        route = ADMISSION_PATHS.get(scope.get("path")) if scope["type"] == "http" else None
-        if route is None:
-            await self.app(scope, receive, send)
-            return
+        try:
+            await self._serve(ADMISSION_PATHS[scope["path"]], scope, receive, send)
+        except Exception:  # noqa: BLE001 - a bug in this HTTP layer, before any uid is known
+            decision_log.error("unexpected error in the admission endpoint")
+            try:
+                await self._refuse(send, 500, "plane-guard internal error before a decision; see the plane-guard logs")
+            except Exception:  # noqa: BLE001 - the response had started or the client left
+                pass
+
+    async def _serve(self, route: tuple[str, bool], scope: dict, receive: Callable, send: Callable) -> None:
         started = time.perf_counter()
         if scope["method"] != "POST":
             await self._refuse(send, 405, "use POST with an AdmissionReview body", [(b"allow", b"POST")])
@@ -388,10 +406,16 @@ class AdmissionEndpoint:
         webhook, audit = route
         try:
             review = parse_review(body)
+        except EnvelopeError as exc:
+            await self._refuse(send, 400, str(exc))
+            return
+        try:
             payload, fields = self.admission.decide(webhook, audit, review)
         except EnvelopeError as exc:
             await self._refuse(send, 400, str(exc))
             return
+        except Exception:  # noqa: BLE001 - any bug once the uid is known gets the --on-error answer
+            payload, fields = self.admission.error_answer(review, webhook, audit)
         seconds = time.perf_counter() - started
         fields["duration_ms"] = round(seconds * 1000, 3)
         if not fields["dry_run"]:
@@ -460,7 +484,8 @@ def create_app(
     admission = Admission(policy, mode=settings.mode, on_error=settings.on_error, mutate=mutate, validate=validate)
     metrics.POLICY.labels(policy.digest, settings.mode).set(1)
 
-    app = FastAPI(title="plane-guard", docs_url=None, redoc_url=None, openapi_url=None)
+    endpoint = AdmissionEndpoint(admission, settings.max_body_bytes)
+    app = WebhookApp(endpoint, title="plane-guard", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.policy = policy
     app.state.settings = settings
 
@@ -493,10 +518,27 @@ def create_app(
 
     @app.get(conventions.PATH_METRICS)
     async def metrics_endpoint() -> Response:
-        return Response(metrics.render(), media_type=metrics.CONTENT_TYPE_LATEST)
+        return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
-    app.add_middleware(AdmissionEndpoint, admission=admission, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+class WebhookApp(FastAPI):
+    """FastAPI with the admission paths served before its middleware stack.
+
+    The generic stack (exception middleware, telemetry, routing, request objects) costs more
+    than the admission decision itself; the admission endpoint needs none of it.
+    """
+
+    def __init__(self, endpoint: "AdmissionEndpoint", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.admission_endpoint = endpoint
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope["path"] in ADMISSION_PATHS:
+            await self.admission_endpoint(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 # --------------------------------------------------------------------------- command
@@ -511,7 +553,11 @@ def app_from_environment() -> FastAPI:
     """uvicorn factory (each worker process): settings come from ``PLANE_GUARD_SERVE_SETTINGS``."""
     settings = _settings_from_env() or Settings()
     decision_log.configure(settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    # Everything loaded so far lives as long as the process: keep it out of every GC pass.
+    gc.collect()
+    gc.freeze()
+    return app
 
 
 def preflight(settings: Settings) -> str | None:
@@ -551,8 +597,10 @@ def serve_command(args: argparse.Namespace) -> int:
     if problem:
         print(f"plane-guard serve: {problem}", file=sys.stderr)
         return 2
+    metrics_dir = None
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="plane-guard-metrics-")
+        metrics_dir = tempfile.mkdtemp(prefix="plane-guard-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))
 
     import uvicorn
@@ -576,4 +624,7 @@ def serve_command(args: argparse.Namespace) -> int:
         timeout_keep_alive=settings.keep_alive_timeout,
         timeout_graceful_shutdown=settings.graceful_timeout,
     )
+    decision_log.flush()
+    if metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0

@@ -11,6 +11,7 @@ AMQP_URL carries the broker password.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
@@ -73,7 +74,13 @@ def rule_action(policy: Policy, rule: str) -> str:
     rules = policy.validation.rules
     if isinstance(rules, dict):
         return rules.get(rule, "warn")
-    return rules.model_dump(by_alias=True).get(rule, "warn")
+    return _actions(rules).get(rule, "warn")
+
+
+@lru_cache(maxsize=8)
+def _actions(rules: Any) -> dict[str, str]:
+    """Rule name -> action of a (frozen, hashable) policy rules model, computed once."""
+    return rules.model_dump(by_alias=True)
 
 
 def _env(container: dict[str, Any]) -> dict[str, Any]:
@@ -142,13 +149,13 @@ def _check_amqp(name: str, container: dict[str, Any], env: dict[str, Any], polic
             disabled = disabled or not (runtime_adds and runtime_replaces)
     if disabled:
         problems.append(
-            ("amqpHeartbeatDisabled", f"{variable} has no AMQP heartbeat (kombu default 0): add heartbeat=60 to the URL")
+            ("amqpHeartbeatDisabled", f"{variable} has AMQP heartbeat off (kombu default 0): add heartbeat=60")
         )
     if unparsable:
-        problems.append(("amqpHeartbeatDisabled", f"{variable} has a heartbeat kombu cannot parse: every delay() raises"))
+        problems.append(("amqpHeartbeatDisabled", f"{variable} heartbeat is not a number kombu accepts: every delay() raises"))
     if unknown:
         keys = ", ".join(repr(k[:40]) for k in dict.fromkeys(unknown))
-        problems.append(("unknownAmqpQueryKey", f"{variable} query key {keys} is not accepted by kombu: every delay() raises TypeError"))
+        problems.append(("unknownAmqpQueryKey", f"{variable} query key {keys} unknown to kombu: every delay() raises TypeError"))
     return problems
 
 
@@ -161,15 +168,15 @@ def _check_max_requests(env: dict[str, Any], policy: Policy) -> list[tuple[str, 
     allowed = f"[{bounds.min}, {'unbounded' if bounds.max is None else bounds.max}]"
     if raw is None:
         value = IMAGE_MAX_REQUESTS
-        origin = f"{MAX_REQUESTS_VARIABLE} is unset, so the image's --max-requests {IMAGE_MAX_REQUESTS} applies"
+        origin = f"{MAX_REQUESTS_VARIABLE} unset: image default {IMAGE_MAX_REQUESTS}"
     else:
         try:
             value = int(raw.strip())
         except ValueError:
-            return [("gunicornMaxRequestsOutOfBounds", f"{MAX_REQUESTS_VARIABLE} is not an integer; allowed {allowed}")]
+            return [("gunicornMaxRequestsOutOfBounds", f"{MAX_REQUESTS_VARIABLE} is not an integer (allowed {allowed})")]
         origin = f"{MAX_REQUESTS_VARIABLE}={value}"
     if value < bounds.min or (bounds.max is not None and value > bounds.max):
-        return [("gunicornMaxRequestsOutOfBounds", f"{origin}, outside the allowed {allowed}")]
+        return [("gunicornMaxRequestsOutOfBounds", f"{origin} outside allowed {allowed}: gunicorn rotation drops AMQP connections")]
     return []
 
 
@@ -187,7 +194,7 @@ def validate_pod(pod: Any, policy: Policy, *, audit: bool = False) -> Verdict:
     metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
     annotations = metadata.get("annotations") if isinstance(metadata.get("annotations"), dict) else {}
     if conventions.STATUS_ANNOTATION not in annotations:
-        raw.append(("notMutated", "pod", "Plane pod was not hardened by plane-guard (is the mutating webhook reachable?)"))
+        raw.append(("notMutated", "pod", "Plane pod not hardened by plane-guard (mutating webhook skipped or failed?)"))
     containers = pod["spec"].get("containers")
     for container in containers if isinstance(containers, list) else []:
         if not isinstance(container, dict) or container.get("name") not in roles:

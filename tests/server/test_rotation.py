@@ -1,0 +1,201 @@
+"""Certificate rotation under load: the files change like a Secret volume, no request fails."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from tests.server.harness import ApiServerClient, WebhookProcess
+from tests.server.pods import plane_pod, review
+from webhook import certs
+
+MAX_SECONDS = 20.0
+MAX_REQUESTS = 6000
+
+
+def _fingerprint(cert_pem: bytes) -> str:
+    return hashlib.sha256(x509.load_pem_x509_certificate(cert_pem).public_bytes(Encoding.DER)).hexdigest()
+
+
+class SecretVolume:
+    """The layout kubelet gives a Secret volume: files -> ``..data`` -> a timestamped directory."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir()
+        self.generation = 0
+
+    def publish(self, bundle: certs.Bundle) -> Path:
+        self.generation += 1
+        target = self.root / f"..2026_11_26_{self.generation:02d}"
+        target.mkdir()
+        for name, data in (("ca.crt", bundle.ca_pem), ("tls.crt", bundle.cert_pem), ("tls.key", bundle.key_pem)):
+            (target / name).write_bytes(data)
+        staging = self.root / "..data_tmp"
+        staging.symlink_to(target.name)
+        os.replace(staging, self.root / "..data")  # atomic swap, as kubelet does
+        for name in ("ca.crt", "tls.crt", "tls.key"):
+            link = self.root / name
+            if not link.is_symlink():
+                link.symlink_to(f"..data/{name}")
+        return target
+
+
+class Load:
+    """Requests without pause on a keep-alive connection, reconnecting every 25 requests."""
+
+    def __init__(self, port: int, bundle_file: Path):
+        self.client = ApiServerClient(port, bundle_file, timeout=10)
+        self.failures: list[str] = []
+        self.requests = 0
+        self.seen: list[str] = []  # certificate fingerprints, one per connection
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.deadline = time.monotonic() + MAX_SECONDS
+
+    def _run(self) -> None:
+        pod = plane_pod()
+        while not self.stop.is_set() and self.requests < MAX_REQUESTS and time.monotonic() < self.deadline:
+            if self.requests % 25 == 0:
+                self.client.close()
+                try:
+                    self.seen.append(self.client.peer_fingerprint())
+                except Exception as exc:  # noqa: BLE001 - every failure is counted
+                    self.failures.append(f"handshake: {exc!r}")
+                    continue
+            request = review(pod)
+            self.requests += 1
+            try:
+                answer = self.client.review("/mutate", request)
+                if answer["response"]["uid"] != request["request"]["uid"] or not answer["response"]["allowed"]:
+                    self.failures.append("wrong answer")
+            except Exception as exc:  # noqa: BLE001
+                self.failures.append(repr(exc))
+        self.client.close()
+
+    def wait_for(self, fingerprint: str) -> bool:
+        while time.monotonic() < self.deadline and self.thread.is_alive():
+            if fingerprint in self.seen:
+                return True
+            time.sleep(0.05)
+        return fingerprint in self.seen
+
+
+@pytest.fixture
+def rotation(tmp_path):
+    volume = SecretVolume(tmp_path / "tls")
+    first = certs.generate("plane-guard", "plane-guard", 30)
+    second = certs.generate("plane-guard", "plane-guard", 30)
+    third = certs.generate("plane-guard", "plane-guard", 30)
+    volume.publish(first)
+    # What bootstrap publishes before a swap: every CA the server may present.
+    bundle_file = tmp_path / "bundle.crt"
+    bundle_file.write_bytes(first.ca_pem + second.ca_pem + third.ca_pem)
+    (volume.root / "bundle.crt").write_bytes(bundle_file.read_bytes())
+    server = WebhookProcess(
+        volume.root, tmp_path / "server.log", "--cert-check-interval", "0.2",
+        cert_file=volume.root / "tls.crt", key_file=volume.root / "tls.key",
+    )
+    server.ca_file = bundle_file
+    server.start()
+    yield server, volume, bundle_file, (first, second, third)
+    server.stop()
+
+
+def test_secret_volume_swap_under_load(rotation):
+    server, volume, bundle_file, (first, second, _) = rotation
+    load = Load(server.port, bundle_file)
+    load.thread.start()
+    assert load.wait_for(_fingerprint(first.cert_pem))
+    time.sleep(0.5)
+    volume.publish(second)
+    assert load.wait_for(_fingerprint(second.cert_pem)), "new handshakes never saw the new certificate"
+    time.sleep(0.5)  # keep going after the swap
+    load.stop.set()
+    load.thread.join(timeout=MAX_SECONDS)
+
+    assert load.failures == []
+    assert load.requests > 50
+    index = load.seen.index(_fingerprint(second.cert_pem))
+    assert set(load.seen[index:]) == {_fingerprint(second.cert_pem)}  # no going back
+    client = server.client()
+    try:
+        ready = client.get("/readyz")
+        assert ready[0] == 200 and b'"reloads":1' in ready[1]
+    finally:
+        client.close()
+
+
+def test_half_written_pair_is_not_used(rotation):
+    """cert-manager style in-place writes: certificate first, key a moment later."""
+    server, volume, bundle_file, (first, _, third) = rotation
+    load = Load(server.port, bundle_file)
+    load.thread.start()
+    assert load.wait_for(_fingerprint(first.cert_pem))
+    current = volume.root / "..data"
+    (current / "tls.crt").write_bytes(third.cert_pem)  # the key still belongs to the first pair
+    time.sleep(1.0)  # five checks with a mismatched pair
+    client = server.client()
+    try:
+        assert client.peer_fingerprint() == _fingerprint(first.cert_pem)
+        assert b"still serving the previous one" in client.get("/readyz")[1]
+    finally:
+        client.close()
+    (current / "tls.key").write_bytes(third.key_pem)
+    assert load.wait_for(_fingerprint(third.cert_pem))
+    load.stop.set()
+    load.thread.join(timeout=MAX_SECONDS)
+    assert load.failures == []
+
+
+def test_clients_without_sni_also_get_the_new_certificate(tmp_path):
+    """kubelet probes connect by IP and send no SNI; the swap must reach them too."""
+    import socket
+    import ssl
+
+    from webhook.server import ServingCertificate
+
+    first, second = certs.generate("plane-guard", "plane-guard", 5), certs.generate("plane-guard", "plane-guard", 5)
+    certs.write_files(first, tmp_path)
+    serving = ServingCertificate(str(tmp_path / "tls.crt"), str(tmp_path / "tls.key"))
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def accept(count: int) -> None:
+        for _ in range(count):
+            conn, _ = listener.accept()
+            with conn:
+                try:
+                    with serving.base.wrap_socket(conn, server_side=True) as tls:
+                        tls.recv(1)
+                except (OSError, ssl.SSLError):
+                    pass
+
+    thread = threading.Thread(target=accept, args=(2,), daemon=True)
+    thread.start()
+
+    def presented() -> str:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with context.wrap_socket(raw) as tls:  # no server_hostname: no SNI
+                der = tls.getpeercert(binary_form=True)
+                tls.send(b"x")
+        return hashlib.sha256(der).hexdigest()
+
+    try:
+        assert presented() == _fingerprint(first.cert_pem)
+        certs.write_files(second, tmp_path)
+        assert serving.check() is True
+        assert presented() == _fingerprint(second.cert_pem)
+    finally:
+        thread.join(timeout=10)
+        listener.close()

@@ -1,0 +1,140 @@
+"""The validating rules on final pods (pure functions, no server)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.server.pods import plane_pod
+from webhook import conventions
+from webhook.admission import build_response, valid_audit_key
+from webhook.mutation import apply_patch, mutate_pod
+from webhook.policy import default_policy, default_policy_text, load_policy_text
+from webhook.validation import validate_pod
+
+PASSWORD = "pw-never-shown"
+
+
+def _policy(**rules: str):
+    text = default_policy_text()
+    for rule, action in rules.items():
+        text = text.replace(f"{rule}: warn", f"{rule}: {action}")
+    return load_policy_text(text)
+
+
+def _final(pod):
+    return apply_patch(pod, mutate_pod(pod, default_policy()).patch)
+
+
+def _url(query: str) -> list:
+    return [{"name": "AMQP_URL", "value": f"amqp://plane:{PASSWORD}@rabbit:5672/plane{query}"}]
+
+
+def _rules(verdict) -> list[str]:
+    return sorted(f.rule for f in verdict.findings)
+
+
+def test_a_mutated_stock_pod_is_clean():
+    for role in ("api", "worker", "beat"):
+        verdict = validate_pod(_final(plane_pod(role)), default_policy())
+        assert verdict.findings == () and verdict.allowed and verdict.decision == "allowed"
+
+
+def test_an_unmutated_api_pod_is_flagged():
+    verdict = validate_pod(plane_pod(), default_policy())
+    assert _rules(verdict) == ["gunicornMaxRequestsOutOfBounds", "notMutated"]
+    assert verdict.allowed and verdict.decision == "warned"
+
+
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        ("?heartbeat=0", ["amqpHeartbeatDisabled"]),
+        ("?heartbeat=abc", ["amqpHeartbeatDisabled"]),
+        ("?heartbeat=30", []),
+        ("?heartbeat=30&foo=bar", ["unknownAmqpQueryKey"]),
+        ("?heartbeat=30&ssl_cert_reqs=0", []),
+    ],
+)
+def test_literal_amqp_url_rules(query, expected):
+    pod = plane_pod("worker", env=_url(query))
+    pod["metadata"]["annotations"][conventions.STATUS_ANNOTATION] = "{}"  # judged as if mutated
+    verdict = validate_pod(pod, default_policy())
+    assert _rules(verdict) == expected
+    assert PASSWORD not in json.dumps([f.message for f in verdict.findings])
+    assert "rabbit" not in json.dumps([f.message for f in verdict.findings])
+
+
+def test_mutation_repairs_what_validation_flags():
+    for query in ("", "?heartbeat=abc"):
+        assert validate_pod(_final(plane_pod(env=_url(query))), default_policy()).findings == ()
+
+
+def test_missing_heartbeat_counts_unless_the_runtime_adds_it():
+    pod = plane_pod(env=_url(""))
+    pod["metadata"].setdefault("annotations", {})[conventions.STATUS_ANNOTATION] = "{}"
+    bare = validate_pod(pod, default_policy())
+    assert "amqpHeartbeatDisabled" in _rules(bare)
+    container = pod["spec"]["containers"][0]
+    container["command"] = ["/bin/sh", "/plane-guard/entrypoint.sh", *container["command"]]
+    container["env"].append({"name": conventions.ENV_AMQP_HEARTBEAT, "value": "60"})
+    assert "amqpHeartbeatDisabled" not in _rules(validate_pod(pod, default_policy()))
+
+
+@pytest.mark.parametrize("value, flagged", [("0", False), ("1200", True), ("-1", True), ("many", True)])
+def test_gunicorn_bounds(value, flagged):
+    pod = _final(plane_pod())
+    for entry in pod["spec"]["containers"][0]["env"]:
+        if entry["name"] == "GUNICORN_MAX_REQUESTS":
+            entry["value"] = value
+    assert ("gunicornMaxRequestsOutOfBounds" in _rules(validate_pod(pod, default_policy()))) is flagged
+
+
+def test_gunicorn_from_a_config_map_is_not_judged():
+    pod = _final(plane_pod())
+    for entry in pod["spec"]["containers"][0]["env"]:
+        if entry["name"] == "GUNICORN_MAX_REQUESTS":
+            entry.pop("value")
+            entry["valueFrom"] = {"configMapKeyRef": {"name": "x", "key": "y"}}
+    assert validate_pod(pod, default_policy()).findings == ()
+
+
+def test_worker_is_not_judged_on_gunicorn():
+    pod = plane_pod("worker")
+    assert _rules(validate_pod(pod, default_policy())) == ["notMutated"]
+
+
+def test_opted_out_and_foreign_pods_are_not_judged():
+    pod = plane_pod()
+    pod["metadata"]["annotations"][conventions.INJECT] = "false"
+    assert validate_pod(pod, default_policy()).reasons == ("opted-out",)
+    nginx = plane_pod()
+    nginx["spec"]["containers"][0].update(image="nginx:1.27", name="web", command=["nginx"])
+    assert validate_pod(nginx, default_policy()).reasons == ("no-role-matched",)
+    assert validate_pod({"kind": "Pod"}, default_policy()).reasons == ("not-a-pod",)
+
+
+def test_actions_deny_warn_audit():
+    policy = _policy(notMutated="deny", gunicornMaxRequestsOutOfBounds="audit")
+    verdict = validate_pod(plane_pod(), policy)
+    assert not verdict.allowed and verdict.decision == "denied"
+    assert "notMutated" in verdict.deny_message() and "set the rule to warn" in verdict.deny_message()
+    assert list(verdict.audit_annotations()) == ["gunicornMaxRequestsOutOfBounds"]
+    assert verdict.warnings() == []
+
+    audited = validate_pod(plane_pod(), policy, audit=True)
+    assert audited.allowed and len(audited.warnings()) == 1
+
+
+def test_response_envelope_rules():
+    body = json.loads(
+        build_response("admission.k8s.io/v1beta1", "u-1", patch=[{"op": "add", "path": "/x", "value": 1}], warnings=["w" * 300])
+    )
+    assert body["apiVersion"] == "admission.k8s.io/v1beta1"
+    assert body["response"]["patchType"] == "JSONPatch"
+    assert len(body["response"]["warnings"][0]) == 120
+    assert valid_audit_key("would-change") and valid_audit_key("notMutated")
+    assert not valid_audit_key("plane-guard.io/would-change")  # the API server adds the prefix
+    with pytest.raises(ValueError):
+        build_response("admission.k8s.io/v1", "u", audit_annotations={"a/b": "x"})
