@@ -1,4 +1,4 @@
-"""AdmissionReview envelope (admission.k8s.io/v1 and v1beta1): parse once, answer by hand.
+"""AdmissionReview (admission.k8s.io/v1 and v1beta1): parse the envelope once, decide, answer.
 
 Typed at the edge, plain inside: the envelope is a pydantic model so a malformed request is
 rejected with a precise message, while ``request.object`` stays the plain dict the API server
@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from webhook import decision_log
+
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 
+#: Audit annotation values stay short enough for audit logs.
+AUDIT_VALUE_MAX = 1024
+INTERNAL_ERROR_WARNING = "plane-guard internal error: pod admitted unchanged (see the plane-guard logs)"
 #: The API server keeps at most this many characters of one warning (longer ones are cut).
 WARNING_MAX_CHARS = 120
 #: Enough to be read in kubectl output, few enough not to flood it.
@@ -149,3 +154,147 @@ def pod_display_name(pod: dict[str, Any] | None) -> str:
         owner = owners[0]
         return f"{owner.get('kind', '')}/{owner.get('name', '')}"
     return ""
+
+
+class Admission:
+    """Turns one parsed AdmissionReview into response bytes plus the fields to log."""
+
+    def __init__(self, policy: Any, *, mode: str, on_error: str, mutate: Callable | None = None, validate: Callable | None = None):
+        from webhook.mutation import mutate_pod
+        from webhook.validation import validate_pod
+
+        self.policy = policy
+        self.global_audit = mode == "audit"
+        self.on_error = on_error
+        self.mutate = mutate or mutate_pod
+        self.validate = validate or validate_pod
+
+    def decide(self, webhook: str, audit: bool, review: AdmissionReview) -> tuple[bytes, dict[str, Any]]:
+        request = review.request
+        audit = audit or self.global_audit
+        pod = request.object
+        fields: dict[str, Any] = {
+            "uid": request.uid,
+            "webhook": webhook,
+            "mode": "audit" if audit else "enforce",
+            "namespace": request.namespace or _namespace_of(pod),
+            "pod": pod_display_name(pod) or request.name or "",
+            "operation": request.operation,
+            "dry_run": bool(request.dryRun),
+        }
+        skip = _skip_reason(review)
+        if skip:
+            fields.update(decision="skipped", reasons=[skip], roles={})
+            return build_response(review.apiVersion, request.uid), fields
+        if pod is None:
+            raise EnvelopeError("request.object is required for a Pod CREATE")
+        try:
+            if webhook == "mutate":
+                return self._mutate(review, audit, fields)
+            return self._validate(review, audit, fields)
+        except Exception:  # noqa: BLE001 - a plane-guard bug must not block the pod
+            return self._internal_error(review, webhook, fields)
+
+    def _mutate(self, review: AdmissionReview, audit: bool, fields: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        request = review.request
+        outcome = self.mutate(request.object, self.policy)
+        fields.update(roles=outcome.roles, reasons=list(outcome.reasons), changes=list(outcome.changes))
+        warnings = list(outcome.warnings)
+        if not outcome.patch:
+            fields["decision"] = "unchanged" if outcome.roles else "skipped"
+            return build_response(review.apiVersion, request.uid, warnings=warnings), fields
+        changed = _join(outcome.changes)
+        if audit:
+            fields["decision"] = "would-patch"
+            containers = sorted({c.split(":", 1)[0] for c in outcome.changes if ":" in c} - {"pod"}) or ["pod"]
+            summary = (
+                f"plane-guard audit: would change {len(outcome.changes)} setting(s) in {', '.join(containers)}; "
+                "nothing was changed"
+            )
+            body = build_response(
+                review.apiVersion, request.uid, warnings=[summary, *warnings], audit_annotations={"would-change": changed}
+            )
+            return body, fields
+        fields["decision"] = "patched"
+        body = build_response(
+            review.apiVersion, request.uid, patch=outcome.patch, warnings=warnings, audit_annotations={"changed": changed}
+        )
+        return body, fields
+
+    def _validate(self, review: AdmissionReview, audit: bool, fields: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        request = review.request
+        verdict = self.validate(request.object, self.policy, audit=audit)
+        fields.update(roles=verdict.roles, reasons=list(verdict.reasons), decision=verdict.decision)
+        annotations = {k: v[:AUDIT_VALUE_MAX] for k, v in verdict.audit_annotations().items()}
+        if verdict.allowed:
+            body = build_response(review.apiVersion, request.uid, warnings=verdict.warnings(), audit_annotations=annotations)
+        else:
+            body = build_response(
+                review.apiVersion,
+                request.uid,
+                allowed=False,
+                warnings=verdict.warnings(),
+                audit_annotations=annotations,
+                status_code=403,
+                status_message=verdict.deny_message(),
+            )
+        return body, fields
+
+    def error_answer(self, review: AdmissionReview, webhook: str, audit: bool) -> tuple[bytes, dict[str, Any]]:
+        """The ``--on-error`` answer for a failure outside the core (fields built from scratch)."""
+        request = review.request
+        fields = {
+            "uid": request.uid,
+            "webhook": webhook,
+            "mode": "audit" if audit or self.global_audit else "enforce",
+            "namespace": request.namespace or "",
+            "pod": request.name or "",
+            "operation": request.operation,
+            "dry_run": bool(request.dryRun),
+        }
+        return self._internal_error(review, webhook, fields)
+
+    def _internal_error(self, review: AdmissionReview, webhook: str, fields: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        from webhook import metrics
+
+        decision_log.error("internal error while deciding", {"uid": review.request.uid, "webhook": webhook})
+        if not review.request.dryRun:
+            metrics.ERRORS.labels(webhook).inc()
+        fields.setdefault("roles", {})
+        fields["reasons"] = ["internal-error"]
+        if self.on_error == "deny":
+            fields["decision"] = "error-denied"
+            body = build_response(
+                review.apiVersion,
+                review.request.uid,
+                allowed=False,
+                status_code=500,
+                status_message="plane-guard internal error; the pod was not admitted (--on-error deny). Check the plane-guard logs.",
+            )
+            return body, fields
+        fields["decision"] = "error-allowed"
+        return build_response(review.apiVersion, review.request.uid, warnings=[INTERNAL_ERROR_WARNING]), fields
+
+
+def _namespace_of(pod: dict[str, Any] | None) -> str:
+    metadata = pod.get("metadata") if isinstance(pod, dict) else None
+    value = metadata.get("namespace") if isinstance(metadata, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def _join(changes: tuple[str, ...] | list[str]) -> str:
+    text = ",".join(changes)
+    return text if len(text) <= AUDIT_VALUE_MAX else text[: AUDIT_VALUE_MAX - 3] + "..."
+
+
+def _skip_reason(review: AdmissionReview) -> str | None:
+    request = review.request
+    if request.kind.kind != "Pod" or request.kind.group != "":
+        return "not-a-pod"
+    if request.resource is not None and request.resource.resource not in ("", "pods"):
+        return "not-a-pod"
+    if request.subResource:
+        return "subresource"
+    if request.operation != "CREATE":
+        return "not-create"
+    return None

@@ -1,4 +1,4 @@
-"""The HTTPS admission server: FastAPI app, uvicorn over TLS, certificate hot reload.
+"""The HTTPS admission server: FastAPI app and uvicorn over TLS (certificates reload via webhook.tls).
 
 The four admission paths are the hot path: a small ASGI endpoint, called before FastAPI's own
 middleware stack, reads the body under a size limit, parses the envelope once, calls the pure
@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import json
 import os
 import shutil
 import ssl
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +30,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from webhook import conventions, decision_log
-from webhook.admission import AdmissionReview, EnvelopeError, build_response, parse_review, pod_display_name
+from webhook.admission import Admission, EnvelopeError, parse_review
+from webhook.tls import CHECK_INTERVAL_ENV, ServingCertificate, current_certificate, ssl_context_factory
 
 SETTINGS_ENV = "PLANE_GUARD_SERVE_SETTINGS"
 ADMISSION_PATHS = {
@@ -41,9 +40,6 @@ ADMISSION_PATHS = {
     conventions.PATH_VALIDATE: ("validate", False),
     conventions.PATH_VALIDATE_AUDIT: ("validate", True),
 }
-#: Audit annotation values stay short enough for audit logs.
-AUDIT_VALUE_MAX = 1024
-INTERNAL_ERROR_WARNING = "plane-guard internal error: pod admitted unchanged (see the plane-guard logs)"
 
 
 @dataclass
@@ -68,276 +64,6 @@ class Settings:
     def from_args(cls, args: argparse.Namespace) -> "Settings":
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in vars(args).items() if k in known and v is not None})
-
-
-# --------------------------------------------------------------------------- TLS
-
-
-class ServingCertificate:
-    """The serving certificate, re-read when the files change; new handshakes use the newest.
-
-    uvicorn listens with one base context whose SNI callback hands every new connection the
-    latest context, so a swap is one reference assignment: connections already open keep theirs,
-    and a half-written pair (new cert, old key) is never used because a new context is only
-    published after it loaded completely. Content is compared, not paths: a Secret volume update
-    swaps a ``..data`` symlink, and cert-manager may rewrite in place.
-    """
-
-    def __init__(self, cert_file: str, key_file: str, interval: float = 2.0):
-        self.cert_file, self.key_file, self.interval = cert_file, key_file, interval
-        self._fingerprint = b""
-        self.error: str | None = None
-        self.reloads = 0
-        self.not_after = 0.0
-        self.current = self._load()  # raises: the server must not start without a certificate
-        self.base = self.current
-        self.base.sni_callback = self._sni
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _read(self) -> tuple[bytes, bytes]:
-        with open(self.cert_file, "rb") as cert, open(self.key_file, "rb") as key:
-            return cert.read(), key.read()
-
-    def _load(self) -> ssl.SSLContext:
-        cert, key = self._read()
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.set_alpn_protocols(["http/1.1"])
-        context.load_cert_chain(self.cert_file, self.key_file)
-        if self._read() != (cert, key):
-            # Changed while loading: what was loaded may not be what was hashed. Next check.
-            raise ValueError("certificate files changed while loading")
-        self._fingerprint = hashlib.sha256(cert + b"\0" + key).digest()
-        self.not_after = _not_after(cert)
-        _set_expiry(self.not_after)
-        return context
-
-    def _sni(self, ssl_object: Any, server_name: str | None, context: ssl.SSLContext) -> None:
-        latest = self.current
-        if latest is not context:
-            ssl_object.context = latest
-
-    def check(self) -> bool:
-        """Reload if the files changed; True when a new certificate is in use."""
-        from webhook import metrics
-
-        try:
-            cert, key = self._read()
-        except OSError as exc:
-            self.error = f"cannot read the certificate files: {exc.strerror}"
-            return False
-        if hashlib.sha256(cert + b"\0" + key).digest() == self._fingerprint:
-            return False
-        try:
-            context = self._load()
-        except (ssl.SSLError, OSError, ValueError) as exc:
-            # Typical mid-rotation: the new certificate is there, its key not yet. Retry later.
-            self.error = f"new certificate not loaded yet ({type(exc).__name__}); still serving the previous one"
-            metrics.CERT_RELOADS.labels("error").inc()
-            return False
-        self.current = context
-        self.error = None
-        self.reloads += 1
-        metrics.CERT_RELOADS.labels("ok").inc()
-        decision_log.LOG.info("serving certificate reloaded", extra={"fields": {"not_after": self.not_after}})
-        return True
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._watch, name="plane-guard-cert-watch", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.check()
-            except Exception:  # noqa: BLE001 - the watcher must outlive any surprise
-                decision_log.error("certificate watcher failed; will retry")
-
-    @property
-    def healthy(self) -> bool:
-        return self.not_after > time.time()
-
-
-def _not_after(cert_pem: bytes) -> float:
-    from cryptography import x509
-
-    certificate = x509.load_pem_x509_certificate(cert_pem)
-    return certificate.not_valid_after_utc.timestamp()
-
-
-def _set_expiry(not_after: float) -> None:
-    from webhook import metrics
-
-    metrics.CERT_EXPIRY.set(not_after)
-
-
-_CERTIFICATE: ServingCertificate | None = None
-
-
-def current_certificate() -> ServingCertificate | None:
-    return _CERTIFICATE
-
-
-def ssl_context_factory(config: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-    """uvicorn hook (runs in every worker process): our reloading context instead of a fixed one."""
-    global _CERTIFICATE
-    settings = _settings_from_env()
-    interval = settings.cert_check_interval if settings else 2.0
-    _CERTIFICATE = ServingCertificate(config.ssl_certfile, config.ssl_keyfile, interval)
-    _CERTIFICATE.start()
-    return _CERTIFICATE.base
-
-
-# --------------------------------------------------------------------------- decisions
-
-
-class Admission:
-    """Turns one parsed AdmissionReview into response bytes plus the fields to log."""
-
-    def __init__(self, policy: Any, *, mode: str, on_error: str, mutate: Callable | None = None, validate: Callable | None = None):
-        from webhook.mutation import mutate_pod
-        from webhook.validation import validate_pod
-
-        self.policy = policy
-        self.global_audit = mode == "audit"
-        self.on_error = on_error
-        self.mutate = mutate or mutate_pod
-        self.validate = validate or validate_pod
-
-    def decide(self, webhook: str, audit: bool, review: AdmissionReview) -> tuple[bytes, dict[str, Any]]:
-        request = review.request
-        audit = audit or self.global_audit
-        pod = request.object
-        fields: dict[str, Any] = {
-            "uid": request.uid,
-            "webhook": webhook,
-            "mode": "audit" if audit else "enforce",
-            "namespace": request.namespace or _namespace_of(pod),
-            "pod": pod_display_name(pod) or request.name or "",
-            "operation": request.operation,
-            "dry_run": bool(request.dryRun),
-        }
-        skip = _skip_reason(review)
-        if skip:
-            fields.update(decision="skipped", reasons=[skip], roles={})
-            return build_response(review.apiVersion, request.uid), fields
-        if pod is None:
-            raise EnvelopeError("request.object is required for a Pod CREATE")
-        try:
-            if webhook == "mutate":
-                return self._mutate(review, audit, fields)
-            return self._validate(review, audit, fields)
-        except Exception:  # noqa: BLE001 - a plane-guard bug must not block the pod
-            return self._internal_error(review, webhook, fields)
-
-    def _mutate(self, review: AdmissionReview, audit: bool, fields: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
-        request = review.request
-        outcome = self.mutate(request.object, self.policy)
-        fields.update(roles=outcome.roles, reasons=list(outcome.reasons), changes=list(outcome.changes))
-        warnings = list(outcome.warnings)
-        if not outcome.patch:
-            fields["decision"] = "unchanged" if outcome.roles else "skipped"
-            return build_response(review.apiVersion, request.uid, warnings=warnings), fields
-        changed = _join(outcome.changes)
-        if audit:
-            fields["decision"] = "would-patch"
-            containers = sorted({c.split(":", 1)[0] for c in outcome.changes if ":" in c} - {"pod"}) or ["pod"]
-            summary = (
-                f"plane-guard audit: would change {len(outcome.changes)} setting(s) in {', '.join(containers)}; "
-                "nothing was changed"
-            )
-            body = build_response(
-                review.apiVersion, request.uid, warnings=[summary, *warnings], audit_annotations={"would-change": changed}
-            )
-            return body, fields
-        fields["decision"] = "patched"
-        body = build_response(
-            review.apiVersion, request.uid, patch=outcome.patch, warnings=warnings, audit_annotations={"changed": changed}
-        )
-        return body, fields
-
-    def _validate(self, review: AdmissionReview, audit: bool, fields: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
-        request = review.request
-        verdict = self.validate(request.object, self.policy, audit=audit)
-        fields.update(roles=verdict.roles, reasons=list(verdict.reasons), decision=verdict.decision)
-        annotations = {k: v[:AUDIT_VALUE_MAX] for k, v in verdict.audit_annotations().items()}
-        if verdict.allowed:
-            body = build_response(review.apiVersion, request.uid, warnings=verdict.warnings(), audit_annotations=annotations)
-        else:
-            body = build_response(
-                review.apiVersion,
-                request.uid,
-                allowed=False,
-                warnings=verdict.warnings(),
-                audit_annotations=annotations,
-                status_code=403,
-                status_message=verdict.deny_message(),
-            )
-        return body, fields
-
-    def error_answer(self, review: AdmissionReview, webhook: str, audit: bool) -> tuple[bytes, dict[str, Any]]:
-        """The ``--on-error`` answer for a failure outside the core (fields built from scratch)."""
-        request = review.request
-        fields = {
-            "uid": request.uid,
-            "webhook": webhook,
-            "mode": "audit" if audit or self.global_audit else "enforce",
-            "namespace": request.namespace or "",
-            "pod": request.name or "",
-            "operation": request.operation,
-            "dry_run": bool(request.dryRun),
-        }
-        return self._internal_error(review, webhook, fields)
-
-    def _internal_error(self, review: AdmissionReview, webhook: str, fields: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
-        from webhook import metrics
-
-        decision_log.error("internal error while deciding", {"uid": review.request.uid, "webhook": webhook})
-        if not review.request.dryRun:
-            metrics.ERRORS.labels(webhook).inc()
-        fields.setdefault("roles", {})
-        fields["reasons"] = ["internal-error"]
-        if self.on_error == "deny":
-            fields["decision"] = "error-denied"
-            body = build_response(
-                review.apiVersion,
-                review.request.uid,
-                allowed=False,
-                status_code=500,
-                status_message="plane-guard internal error; the pod was not admitted (--on-error deny). Check the plane-guard logs.",
-            )
-            return body, fields
-        fields["decision"] = "error-allowed"
-        return build_response(review.apiVersion, review.request.uid, warnings=[INTERNAL_ERROR_WARNING]), fields
-
-
-def _namespace_of(pod: dict[str, Any] | None) -> str:
-    metadata = pod.get("metadata") if isinstance(pod, dict) else None
-    value = metadata.get("namespace") if isinstance(metadata, dict) else None
-    return value if isinstance(value, str) else ""
-
-
-def _join(changes: tuple[str, ...] | list[str]) -> str:
-    text = ",".join(changes)
-    return text if len(text) <= AUDIT_VALUE_MAX else text[: AUDIT_VALUE_MAX - 3] + "..."
-
-
-def _skip_reason(review: AdmissionReview) -> str | None:
-    request = review.request
-    if request.kind.kind != "Pod" or request.kind.group != "":
-        return "not-a-pod"
-    if request.resource is not None and request.resource.resource not in ("", "pods"):
-        return "not-a-pod"
-    if request.subResource:
-        return "subresource"
-    if request.operation != "CREATE":
-        return "not-create"
-    return None
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -602,6 +328,7 @@ def serve_command(args: argparse.Namespace) -> int:
         metrics_dir = tempfile.mkdtemp(prefix="plane-guard-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))
+    os.environ[CHECK_INTERVAL_ENV] = str(settings.cert_check_interval)
 
     import uvicorn
 

@@ -190,11 +190,11 @@ class InProcessServer:
     def __init__(self, app: Any, cert_dir: Path):
         import uvicorn
 
-        from webhook import server
+        from webhook import tls
 
         self.port = free_port()
         self.ca_file = cert_dir / "ca.crt"
-        certificate = server.ServingCertificate(str(cert_dir / "tls.crt"), str(cert_dir / "tls.key"))
+        certificate = tls.ServingCertificate(str(cert_dir / "tls.crt"), str(cert_dir / "tls.key"))
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, ssl_certfile=str(cert_dir / "tls.crt"), ssl_keyfile=str(cert_dir / "tls.key"),
             ssl_context_factory=lambda config, default: certificate.base, loop="asyncio", http="httptools",

@@ -12,7 +12,8 @@ from tests.server.harness import ROOT, InProcessServer, labels, metric_samples
 from tests.server.pods import plane_pod, review
 from webhook import conventions
 from webhook.policy import default_policy
-from webhook.server import INTERNAL_ERROR_WARNING, Settings, create_app
+from webhook.admission import INTERNAL_ERROR_WARNING
+from webhook.server import Settings, create_app
 
 
 def _broken_core(pod, policy, **_):

@@ -160,7 +160,7 @@ def test_clients_without_sni_also_get_the_new_certificate(tmp_path):
     import socket
     import ssl
 
-    from webhook.server import ServingCertificate
+    from webhook.tls import ServingCertificate
 
     first, second = certs.generate("plane-guard", "plane-guard", 5), certs.generate("plane-guard", "plane-guard", 5)
     certs.write_files(first, tmp_path)
