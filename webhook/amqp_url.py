@@ -73,6 +73,20 @@ def parse_heartbeat(raw: str) -> float | None:
     return value
 
 
+def is_kombu_key(key: str) -> bool:
+    """Whether kombu accepts this query key (anything else makes every ``delay()`` raise)."""
+    return key in KOMBU_QUERY_KEYS or key.startswith("ssl_")
+
+
+def query_pairs(url: str) -> list[tuple[str, str]] | None:
+    """The decoded query pairs of one AMQP URL, in order; None when it is not an AMQP URL."""
+    scheme, sep, _ = url.strip().partition("://")
+    if not sep or scheme.lower() not in AMQP_SCHEMES:
+        return None
+    query = url.partition("#")[0].partition("?")[2]
+    return [(unquote(k), unquote(v)) for k, _, v in (pair.partition("=") for pair in query.split("&") if pair)]
+
+
 def redact(url: str) -> str:
     """The URL with its password replaced by ``***``, safe for messages."""
     scheme, sep, rest = url.partition("://")
@@ -126,7 +140,7 @@ def _merge_one(url: str, heartbeat: float, existing: str) -> Merge:
     warnings = tuple(
         f"query key {key!r} is not accepted by kombu: every delay() will raise TypeError"
         for key in dict.fromkeys(keys)
-        if key not in KOMBU_QUERY_KEYS and not key.startswith("ssl_")
+        if not is_kombu_key(key)
     )
     wanted = f"heartbeat={format_heartbeat(heartbeat)}"
     current = [pair for pair, key in zip(pairs, keys) if key == "heartbeat"]

@@ -13,10 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
-from urllib.parse import unquote
 
 from webhook import conventions
-from webhook.amqp_url import AMQP_SCHEMES, KOMBU_QUERY_KEYS, parse_heartbeat
+from webhook.amqp_url import is_kombu_key, parse_heartbeat, query_pairs
 from webhook.mutation import is_opted_out, pod_roles
 from webhook.policy import Policy
 
@@ -107,20 +106,6 @@ def _wrapped(container: dict[str, Any]) -> bool:
     )
 
 
-def _query_pairs(url: str) -> list[tuple[str, str]] | None:
-    """Query pairs of one AMQP URL, or None when it is not an AMQP URL."""
-    scheme, sep, _ = url.strip().partition("://")
-    if not sep or scheme.lower() not in AMQP_SCHEMES:
-        return None
-    query = url.partition("#")[0].partition("?")[2]
-    pairs = []
-    for pair in query.split("&"):
-        if pair:
-            key, _, value = pair.partition("=")
-            pairs.append((unquote(key), unquote(value)))
-    return pairs
-
-
 def _check_amqp(name: str, container: dict[str, Any], env: dict[str, Any], policy: Policy) -> list[tuple[str, str]]:
     """(rule, message) pairs for a literal broker URL; a URL from a Secret cannot be seen here."""
     variable = policy.amqp_url_variable
@@ -134,10 +119,10 @@ def _check_amqp(name: str, container: dict[str, Any], env: dict[str, Any], polic
     unknown: list[str] = []
     disabled = unparsable = False
     for part in url.split(";"):
-        pairs = _query_pairs(part)
+        pairs = query_pairs(part)
         if pairs is None:
             continue
-        unknown += [k for k, _ in pairs if k not in KOMBU_QUERY_KEYS and not k.startswith("ssl_")]
+        unknown += [k for k, _ in pairs if not is_kombu_key(k)]
         beats = [v for k, v in pairs if k == "heartbeat"]
         if not beats:
             disabled = disabled or not runtime_adds
