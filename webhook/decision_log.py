@@ -122,6 +122,3 @@ def error(message: str, fields: dict[str, Any] | None = None) -> None:
     """Log an internal error with its stack but without the exception text."""
     LOG.error(message, exc_info=True, extra={"fields": fields or {}})
 
-
-def elapsed_ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 3)

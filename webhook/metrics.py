@@ -9,7 +9,6 @@ imported and ``/metrics`` aggregates every worker process.
 from __future__ import annotations
 
 import os
-import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -96,6 +95,3 @@ def render() -> bytes:
         return generate_latest(registry)
     return generate_latest()
 
-
-def now() -> float:
-    return time.perf_counter()
