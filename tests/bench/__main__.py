@@ -53,6 +53,17 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _rss_mib(pid: int) -> float:
+    """Resident memory of a process from /proc (0 where there is no /proc)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
     parser.add_argument("--duration", type=float, default=3.0, help="seconds measured per step (default 3)")
@@ -109,6 +120,7 @@ def main() -> int:
                         "requests": result.requests,
                     }
                 rows.append(row)
+            rss = {"floor": _rss_mib(servers[0].pid), "mutate": _rss_mib(servers[1].pid)}
         finally:
             for server in servers:
                 server.terminate()
@@ -132,6 +144,7 @@ def main() -> int:
               f"{mutate['rps']:>10.0f} {mutate['p50']:>7.2f} {mutate['p99']:>7.2f} {mutate['cpu_us']:>6.0f} "
               f"{mutate['errors'] + floor['errors']:>6} | {ratio:>5.2f}")
     print("cpu us = server CPU time per request (user+system); ratio = mutate rps / floor rps")
+    print(f"resident memory after the run: floor {rss['floor']:.0f} MiB, plane-guard {rss['mutate']:.0f} MiB")
     eight = next((r for r in rows if r["connections"] == 8), rows[-1])
     ratio = eight["mutate"]["rps"] / eight["floor"]["rps"] if eight["floor"]["rps"] else 0.0
     print(f"targets at 8 connections: p99 <= 5 ms ({'met' if eight['mutate']['p99'] <= 5 else 'MISSED'}), "
