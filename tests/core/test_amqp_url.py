@@ -147,3 +147,17 @@ def test_runtime_entry_keeps_the_original_on_bad_settings(env):
 def test_runtime_entry_honours_another_variable_name():
     env = {"BROKER": "amqp://g:g@h//", "PLANE_GUARD_AMQP_URL_VAR": "BROKER", "PLANE_GUARD_AMQP_HEARTBEAT": "15"}
     assert _run_main(env)[:2] == (0, "amqp://g:g@h//?heartbeat=15")
+
+
+def test_unknown_key_beside_a_heartbeat_is_reported_and_the_heartbeat_kept():
+    merged = merge_heartbeat(f"{BROKER}//?foo=bar&heartbeat=30", 60)
+    assert merged.url == f"{BROKER}//?foo=bar&heartbeat=30" and not merged.changed
+    assert any("'foo'" in w for w in merged.warnings)
+
+
+def test_a_naive_second_question_mark_is_what_the_merge_avoids():
+    """The experiment's failure: '?' appended to a URL that has a query makes kombu raise."""
+    with pytest.raises(ValueError):
+        Connection(f"{BROKER}//?heartbeat=10?heartbeat=30")
+    merged = merge_heartbeat(f"{BROKER}//?heartbeat=10", 30, "replace").url
+    assert merged.count("?") == 1 and Connection(merged).heartbeat == 30.0
