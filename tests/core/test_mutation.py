@@ -194,3 +194,12 @@ def test_odd_pods_get_a_patch_that_applies_or_none(pod):
         assert mutate_pod(mutated, POLICY).patch == []
     else:
         assert outcome.reasons
+
+
+def test_a_null_heartbeat_leaves_the_url_alone():
+    policy = load_policy_text(golden_policy_text().replace("amqpHeartbeat: 60", "amqpHeartbeat: null", 1))
+    pod = api_pod(env=[{"name": "AMQP_URL", "value": "amqp://plane:pw@rabbit//"}])
+    outcome = mutate_pod(pod, policy)
+    env = env_of(apply_patch(pod, outcome.patch))
+    assert env["AMQP_URL"] == "amqp://plane:pw@rabbit//" and names.ENV_AMQP_HEARTBEAT not in env
+    assert not [c for c in outcome.changes if "amqp-url" in c]
