@@ -298,15 +298,22 @@ def default_policy() -> Policy:
     return load_policy_text(default_policy_text(), "embedded default policy")
 
 
+def load_or_report(path: str | Path | None) -> Policy | None:
+    """For commands: the policy, or None after printing why it is invalid on stderr."""
+    try:
+        return load_policy(path)
+    except PolicyError as error:
+        print(f"invalid policy:\n{error}", file=sys.stderr)
+        return None
+
+
 def policy_command(args: argparse.Namespace) -> int:
     """``plane-guard policy check FILE`` (exit 2 when invalid) and ``policy default``."""
     if args.policy_command == "default":
         sys.stdout.write(default_policy_text())
         return 0
-    try:
-        policy = load_policy(args.file)
-    except PolicyError as error:
-        print(f"invalid policy:\n{error}", file=sys.stderr)
+    policy = load_or_report(args.file)
+    if policy is None:
         return 2
     print(f"{args.file}: valid (roles: {', '.join(policy.roles)}; digest {policy.digest})")
     return 0

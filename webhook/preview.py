@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import yaml
 
 from webhook.mutation import Outcome, apply_patch, mutate_pod
-from webhook.policy import Policy, PolicyError, load_policy
+from webhook.policy import Policy, load_or_report
 
 #: Where each kind keeps the pod (template) the webhook would see, as a JSON pointer.
 TEMPLATE_PATHS = {
@@ -115,10 +115,8 @@ def _report(results: list[Previewed], mode: str) -> Iterator[str]:
 
 def preview_command(args: argparse.Namespace) -> int:
     """``plane-guard preview``: mutated YAML, ``--diff`` or ``--patch`` on stdout; a summary on stderr."""
-    try:
-        policy = load_policy(args.policy)
-    except PolicyError as error:
-        print(f"invalid policy:\n{error}", file=sys.stderr)
+    policy = load_or_report(args.policy)
+    if policy is None:
         return 2
     try:
         documents = read_documents(args.filename)

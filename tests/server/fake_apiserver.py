@@ -34,39 +34,31 @@ ROUTES = [
 MERGE_KEYS = {"webhooks": "name"}
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386."""
+def merge_patch(target: Any, patch: Any, merge_keys: dict[str, str] | None = None) -> Any:
+    """RFC 7386; with ``merge_keys``, the strategic variant: those lists merge item by item."""
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
     result = copy.deepcopy(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
+        elif merge_keys and key in merge_keys and isinstance(value, list) and isinstance(result.get(key), list):
+            items = result[key]
+            for item in value:
+                same = (i for i, old in enumerate(items) if old.get(merge_keys[key]) == item.get(merge_keys[key]))
+                match = next(same, None)
+                if match is None:
+                    items.append(copy.deepcopy(item))
+                else:
+                    items[match] = merge_patch(items[match], item, merge_keys)
         else:
-            result[key] = merge_patch(result.get(key), value)
+            result[key] = merge_patch(result.get(key), value, merge_keys)
     return result
 
 
 def strategic_merge_patch(target: Any, patch: Any) -> Any:
     """Merge patch, except lists with a merge key are merged item by item."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        elif key in MERGE_KEYS and isinstance(value, list) and isinstance(result.get(key), list):
-            merge_key = MERGE_KEYS[key]
-            items = result[key]
-            for item in value:
-                match = next((i for i, old in enumerate(items) if old.get(merge_key) == item.get(merge_key)), None)
-                if match is None:
-                    items.append(copy.deepcopy(item))
-                else:
-                    items[match] = strategic_merge_patch(items[match], item)
-        else:
-            result[key] = strategic_merge_patch(result.get(key), value)
-    return result
+    return merge_patch(target, patch, MERGE_KEYS)
 
 
 class FakeApiServer:
