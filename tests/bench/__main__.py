@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.bench import startup
 from tests.bench.load import drive, percentile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,6 +146,9 @@ def main() -> int:
               f"{mutate['errors'] + floor['errors']:>6} | {ratio:>5.2f}")
     print("cpu us = server CPU time per request (user+system); ratio = mutate rps / floor rps")
     print(f"resident memory after the run: floor {rss['floor']:.0f} MiB, plane-guard {rss['mutate']:.0f} MiB")
+    print()
+    print("\n".join(startup.report()))
+    print()
     eight = next((r for r in rows if r["connections"] == 8), rows[-1])
     ratio = eight["mutate"]["rps"] / eight["floor"]["rps"] if eight["floor"]["rps"] else 0.0
     print(f"targets at 8 connections: p99 <= 5 ms ({'met' if eight['mutate']['p99'] <= 5 else 'MISSED'}), "

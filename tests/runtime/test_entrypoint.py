@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -207,9 +206,8 @@ def test_wrapper_leaves_no_variables_of_its_own(shell, runtime_dir):
     assert seen["env"]["py"] == "image-value" and seen["env"]["dir"] == "/image"
 
 
-def test_merge_costs_little_start_up_time(shell, runtime_dir):
+def test_merge_then_exec_of_a_trivial_command_succeeds(shell, runtime_dir):
+    """The start-up cost itself is measured by ``make bench``, not asserted here."""
     env = base_env(AMQP_URL=URL, PLANE_GUARD_AMQP_HEARTBEAT="60")
-    started = time.monotonic()
     done = _wrap(shell, runtime_dir, ["/bin/true"], env)
-    assert done.returncode == 0
-    assert time.monotonic() - started < 3.0
+    assert done.returncode == 0 and PASSWORD not in done.stderr
