@@ -180,26 +180,7 @@ def _apply_celery(app, conf):
 
 
 def _patch_celery(module):
-    celery_cls = getattr(module, "Celery", None)
-    original = getattr(celery_cls, "_load_config", None)
-    if original is None:
-        _say("this Celery has no Celery._load_config; CELERY_* variables are not applied")
-        return
-    if getattr(original, "_plane_guard", False):
-        return
-
-    def _load_config(self):
-        conf = original(self)
-        try:
-            _apply_celery(self, conf)
-        except Exception as exc:
-            _say(f"could not apply the CELERY_* variables ({type(exc).__name__}: {exc}); the app's own configuration stays")
-        return conf
-
-    _load_config._plane_guard = True
-    _load_config.__wrapped__ = original
-    _load_config.__doc__ = original.__doc__
-    celery_cls._load_config = _load_config
+    _run_after(getattr(module, "Celery", None), "_load_config", _apply_celery, "the CELERY_* variables")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,25 +211,39 @@ def _apply_gunicorn(cfg):
 
 
 def _patch_gunicorn(module):
-    base = getattr(module, "BaseApplication", None)
-    original = getattr(base, "do_load_config", None)
+    _run_after(
+        getattr(module, "BaseApplication", None),
+        "do_load_config",
+        lambda application, _: _apply_gunicorn(application.cfg),
+        "GUNICORN_MAX_REQUESTS*",
+    )
+
+
+def _run_after(owner, method_name, apply, what):
+    """Wrap ``owner.method_name`` so ``apply(self, result)`` runs after the app configured itself.
+
+    Idempotent, and ``apply`` failing only costs a line on stderr: the app's own settings stay.
+    """
+    original = getattr(owner, method_name, None)
     if original is None:
-        _say("this gunicorn has no BaseApplication.do_load_config; GUNICORN_MAX_REQUESTS* are not applied")
+        _say(f"{method_name} not found in this version; {what} are not applied")
         return
     if getattr(original, "_plane_guard", False):
         return
 
-    def do_load_config(self):
-        original(self)
+    def wrapper(self):
+        result = original(self)
         try:
-            _apply_gunicorn(self.cfg)
+            apply(self, result)
         except Exception as exc:
-            _say(f"could not apply GUNICORN_MAX_REQUESTS* ({type(exc).__name__}: {exc}); gunicorn keeps its settings")
+            _say(f"could not apply {what} ({type(exc).__name__}: {exc}); the app's own settings stay")
+        return result
 
-    do_load_config._plane_guard = True
-    do_load_config.__wrapped__ = original
-    do_load_config.__doc__ = original.__doc__
-    base.do_load_config = do_load_config
+    wrapper._plane_guard = True
+    wrapper.__wrapped__ = original
+    wrapper.__name__ = original.__name__
+    wrapper.__doc__ = original.__doc__
+    setattr(owner, method_name, wrapper)
 
 
 # ---------------------------------------------------------------------------------------------
