@@ -21,7 +21,6 @@ from webhook import __version__, conventions as names
 from webhook.amqp_url import format_heartbeat, merge_heartbeat, parse_heartbeat
 from webhook.policy import Policy, Role
 
-RUNTIME_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}}
 RUNTIME_SECURITY = {
     "runAsNonRoot": True,
     "allowPrivilegeEscalation": False,
@@ -303,7 +302,7 @@ def _pod_level(pod: dict[str, Any], policy: Policy, ops: list, changes: list) ->
         "imagePullPolicy": runtime.image_pull_policy,
         "command": ["plane-guard", "runtime", "install", runtime.mount_path],
         "volumeMounts": [{"name": names.RUNTIME_VOLUME, "mountPath": runtime.mount_path}],
-        "resources": RUNTIME_RESOURCES,
+        "resources": runtime.resources.model_dump(),
         "securityContext": RUNTIME_SECURITY,
     }
     for key, item, change in (("volumes", volume, "pod:runtime-volume"), ("initContainers", init, "pod:runtime-init-container")):

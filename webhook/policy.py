@@ -153,12 +153,54 @@ class Role(_Model):
         return None
 
 
+def _quantity(value: str) -> str:
+    from kubernetes.utils import parse_quantity
+
+    try:
+        amount = parse_quantity(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (for example 100m, 0.5, 64Mi)") from None
+    if amount <= 0:
+        raise ValueError(f"{value!r} must be greater than zero")
+    return value
+
+
+Quantity = Annotated[str, AfterValidator(_quantity)]
+
+
+class ResourceAmounts(_Model):
+    cpu: Quantity
+    memory: Quantity
+
+
+class RuntimeResources(_Model):
+    """Requests and limits of the init container.
+
+    Both CPU and memory limits are set: in a namespace whose ResourceQuota covers
+    ``limits.cpu`` and has no LimitRange default, the API server refuses a pod with a
+    container that has no CPU limit.
+    """
+
+    requests: ResourceAmounts = Field(default_factory=lambda: ResourceAmounts(cpu="10m", memory="32Mi"))
+    limits: ResourceAmounts = Field(default_factory=lambda: ResourceAmounts(cpu="100m", memory="64Mi"))
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> "RuntimeResources":
+        from kubernetes.utils import parse_quantity
+
+        for kind in ("cpu", "memory"):
+            if parse_quantity(getattr(self.requests, kind)) > parse_quantity(getattr(self.limits, kind)):
+                raise ValueError(f"requests.{kind} must not exceed limits.{kind}")
+        return self
+
+
 class Runtime(_Model):
     """The init container that delivers the wrapper and start-up hook into Plane pods."""
 
     image: str = Field(default="ghcr.io/plane-guard/plane-guard:0.1.0", min_length=1)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     mount_path: str = "/plane-guard"
+    resources: RuntimeResources = Field(default_factory=RuntimeResources)
 
     @field_validator("mount_path")
     @classmethod

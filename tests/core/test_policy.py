@@ -52,6 +52,9 @@ def test_policy_check_accepts_the_default():
         (VALID_HEAD + ROLE + "validation: {rules: {notMutated: shout}}\n", "validation.rules.notMutated: 'shout' is not allowed; use one of 'deny', 'warn' or 'audit'"),
         (VALID_HEAD + ROLE + "validation: {gunicornMaxRequests: {min: 5, max: 1}}\n", "max (1) must be >= min (5)"),
         ("kind: Policy\n" + ROLE, "apiVersion: required key is missing"),
+        (VALID_HEAD + ROLE + "runtime: {resources: {limits: {cpu: lots, memory: 64Mi}}}\n", "'lots' is not a Kubernetes quantity"),
+        (VALID_HEAD + ROLE + "runtime: {resources: {limits: {cpu: '0', memory: 64Mi}}}\n", "'0' must be greater than zero"),
+        (VALID_HEAD + ROLE + "runtime: {resources: {requests: {cpu: '1', memory: 1Mi}}}\n", "requests.cpu must not exceed limits.cpu"),
     ],
 )
 def test_bad_policies_exit_2_with_a_message_naming_the_field(text, message):
