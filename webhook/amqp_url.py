@@ -163,19 +163,18 @@ def _merge_one(url: str, heartbeat: float, existing: str) -> Merge:
     return Merge(merged, True, reason, warnings)
 
 
-def main(environ: dict[str, str] | None = None) -> int:
-    """Runtime entry: print the merged URL on stdout, diagnostics (never the URL) on stderr.
+def from_environment(environ: dict[str, str] | None = None) -> tuple[str, str] | None:
+    """Runtime entry: ``(variable, merged URL)``, or None when the URL must stay as it is.
 
     Reads ``PLANE_GUARD_AMQP_URL_VAR`` (default ``AMQP_URL``), ``PLANE_GUARD_AMQP_HEARTBEAT`` and
-    ``PLANE_GUARD_AMQP_HEARTBEAT_EXISTING``. Exit 0 with the merged URL, 1 when the URL must be
-    left as it is (unset variable, bad setting); the caller then keeps the original.
+    ``PLANE_GUARD_AMQP_HEARTBEAT_EXISTING``. Diagnostics go to stderr and never show the URL.
     """
     env = os.environ if environ is None else environ
     name = env.get("PLANE_GUARD_AMQP_URL_VAR") or "AMQP_URL"
     url = env.get(name)
     if not url:
         print(f"plane-guard: {name} is not set; heartbeat not added", file=sys.stderr)
-        return 1
+        return None
     raw = env.get("PLANE_GUARD_AMQP_HEARTBEAT", "")
     heartbeat = parse_heartbeat(raw)
     existing = env.get("PLANE_GUARD_AMQP_HEARTBEAT_EXISTING") or "keep"
@@ -185,12 +184,20 @@ def main(environ: dict[str, str] | None = None) -> int:
             "use a number of seconds >= 0 and keep|replace",
             file=sys.stderr,
         )
-        return 1
+        return None
     result = merge_heartbeat(url, heartbeat, existing)
     for warning in result.warnings:
         print(f"plane-guard: {name}: {warning}", file=sys.stderr)
     print(f"plane-guard: {name}: heartbeat {result.reason}", file=sys.stderr)
-    sys.stdout.write(result.url)
+    return name, result.url
+
+
+def main(environ: dict[str, str] | None = None) -> int:
+    """Print the merged URL on stdout: exit 0, or 1 when the caller must keep the original."""
+    merged = from_environment(environ)
+    if merged is None:
+        return 1
+    sys.stdout.write(merged[1])
     return 0
 
 

@@ -37,6 +37,14 @@ ENV_AMQP_HEARTBEAT = "PLANE_GUARD_AMQP_HEARTBEAT"
 ENV_AMQP_HEARTBEAT_EXISTING = "PLANE_GUARD_AMQP_HEARTBEAT_EXISTING"
 ENV_AMQP_URL_VAR = "PLANE_GUARD_AMQP_URL_VAR"
 RESERVED_ENV_PREFIX = "PLANE_GUARD_"
+#: Policy settings the wrapper decides at container start, when envFrom values are visible:
+#: ``<DEFAULT_PREFIX><NAME>`` applies only where the container has no value of its own
+#: (``existingEnv: keep``), ``<OVERRIDE_PREFIX><NAME>`` always wins (``replace``).
+ENV_DEFAULT_PREFIX = "PLANE_GUARD_DEFAULT_"
+ENV_OVERRIDE_PREFIX = "PLANE_GUARD_OVERRIDE_"
+#: Seconds a guarded publish may wait for the broker; whether pika channels use confirms.
+ENV_PUBLISH_TIMEOUT = "PLANE_GUARD_PUBLISH_TIMEOUT"
+ENV_PIKA_CONFIRM = "PLANE_GUARD_PIKA_CONFIRM_DELIVERY"
 
 #: HTTP paths served by the webhook.
 PATH_MUTATE = "/mutate"

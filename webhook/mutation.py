@@ -28,7 +28,8 @@ RUNTIME_SECURITY = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-MAX_ANNOTATION_ECHO = 40
+#: How much of an unrecognised command the notes quote (commands are not secret, but bounded).
+COMMAND_ECHO = 60
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class Outcome:
     changes: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    #: ``container:VARIABLE=keep|replace``: settings the wrapper decides at container start.
+    decided_at_start: tuple[str, ...] = ()
+    #: Sentences for people (preview): why a container was skipped.
+    notes: tuple[str, ...] = ()
 
     @property
     def matched(self) -> bool:
@@ -98,13 +103,30 @@ def role_of(container: Any, labels: dict[str, Any], policy: Policy) -> tuple[str
     return None
 
 
+def unmatched(container: Any, policy: Policy) -> tuple[str, str]:
+    """Why no role took this container: (reason code, sentence for people)."""
+    if not isinstance(container, dict) or not isinstance(container.get("name"), str):
+        return "malformed-container", "a container without a name"
+    name, image = container["name"], container.get("image")
+    if not isinstance(image, str) or not any(p.search(image) for p in policy.plane_images):
+        return "not-plane-image", f"{name}: not a Plane backend image"
+    command = container.get("command")
+    text = " ".join(c for c in command if isinstance(c, str)) if isinstance(command, list) else ""
+    text = " ".join(text.split())
+    shown = text[:COMMAND_ECHO] + ("..." if len(text) > COMMAND_ECHO else "") if text else f"(no command; container name {name!r})"
+    return "unrecognised-command", f"{name}: Plane backend image, command not recognised: {shown}"
+
+
 def pod_roles(pod: dict[str, Any], policy: Policy) -> dict[str, str]:
-    """Container name -> role for every Plane container of the pod (opt-out not considered)."""
+    """Container name -> role for every Plane container plane-guard changes (opt-out not considered).
+
+    Containers of a ``skip`` role (the migrator) are Plane's but never changed, so they are not listed.
+    """
     labels = _map(_map(pod.get("metadata")).get("labels"))
     found = {}
     for container in _containers(pod):
         match = role_of(container, labels, policy)
-        if match:
+        if match and not match[1].skip:
             found[container["name"]] = match[0]
     return found
 
@@ -154,18 +176,19 @@ class _Overrides:
         return found
 
     def _bad(self, key: str, raw: Any, expected: str) -> None:
-        shown = str(raw)[:MAX_ANNOTATION_ECHO]
-        self.warnings.append(f"ignored annotation {key}={shown!r}: expected {expected}")
+        # The value is not quoted: whoever can create pods could make the warning say anything.
+        self.warnings.append(f"ignored annotation {key}: expected {expected}")
 
-    def env_for(self, role: Role) -> dict[str, str]:
-        env = dict(role.env)
+    def settings_for(self, role: Role) -> dict[str, tuple[str, str]]:
+        """The role's settings with the pod's annotations applied; an annotation always replaces."""
+        settings = dict(role.settings)
         for variable, value in (
             ("GUNICORN_MAX_REQUESTS", self.max_requests),
             ("GUNICORN_MAX_REQUESTS_JITTER", self.max_requests_jitter),
         ):
-            if value is not None and variable in env:
-                env[variable] = value
-        return env
+            if value is not None and variable in settings:
+                settings[variable] = (value, "replace")
+        return settings
 
 
 class _ContainerPlan:
@@ -186,8 +209,12 @@ class _ContainerPlan:
         }
         self.appended: list[dict[str, str]] = []
 
-    def set_env(self, variable: str, value: str, keep: bool = False) -> bool:
-        """Set one variable in place (keeping ``$(VAR)`` order) or append it; True if it changed."""
+    def set_env(self, variable: str, value: str, keep: bool = False, change: str | None = None) -> bool:
+        """Set one variable in place (keeping ``$(VAR)`` order) or append it; True if it changed.
+
+        ``change`` names the change in the status annotation (default ``<container>:env/<variable>``;
+        empty: the caller records one change for several variables).
+        """
         position = self.positions.get(variable)
         if position is None:
             if any(e["name"] == variable for e in self.appended):
@@ -202,7 +229,8 @@ class _ContainerPlan:
                 return False
             replacement = {"name": variable, "value": value}
             self.ops.append({"op": "replace", "path": f"{self.base}/env/{position}", "value": replacement})
-        self.changes.append(f"{self.name}:env/{variable}")
+        if change != "":
+            self.changes.append(change or f"{self.name}:env/{variable}")
         return True
 
     def finish_env(self) -> None:
@@ -287,7 +315,7 @@ def _amqp(plan: _ContainerPlan, role: Role, policy: Policy, heartbeat: float, wr
     settings = {names.ENV_AMQP_HEARTBEAT: format_heartbeat(heartbeat), names.ENV_AMQP_HEARTBEAT_EXISTING: role.existing_heartbeat}
     if variable != "AMQP_URL":
         settings[names.ENV_AMQP_URL_VAR] = variable
-    if any([plan.set_env(name, value) for name, value in settings.items()]):
+    if any([plan.set_env(name, value, change="") for name, value in settings.items()]):
         plan.changes.append(f"{plan.name}:amqp-url/runtime-merge")
 
 
@@ -316,8 +344,38 @@ def _pod_level(pod: dict[str, Any], policy: Policy, ops: list, changes: list) ->
         changes.append(change)
 
 
-def _status(pod: dict[str, Any], policy: Policy, roles: dict[str, str], changes: list[str]) -> list[dict[str, Any]]:
-    """Record which policy looked at the pod and what it changed, keeping earlier passes' names."""
+def _settings(plan: _ContainerPlan, role: Role, settings: dict[str, tuple[str, str]], wrapped: bool, decided: list[str]) -> None:
+    """The role's variables: left to the wrapper at container start when there is one.
+
+    The webhook cannot see what ``envFrom`` brings, so with the wrapper each value travels under
+    a reserved name that says keep or replace, and the container decides (and says so on
+    stderr). Without the wrapper the variables are written as they are: ``replace`` wins over
+    envFrom, ``keep`` only sees the container's own ``env`` list.
+    """
+    for variable, (value, mode) in settings.items():
+        entry = plan.entries[plan.positions[variable]] if variable in plan.positions else None
+        if not wrapped:
+            plan.set_env(variable, value, keep=mode == "keep")
+            continue
+        if mode == "keep" and entry is not None and ("valueFrom" in entry or entry.get("value")):
+            plan.reasons.append(f"{plan.name}:kept-env/{variable}")
+        prefix = names.ENV_OVERRIDE_PREFIX if mode == "replace" else names.ENV_DEFAULT_PREFIX
+        plan.set_env(prefix + variable, value, change=f"{plan.name}:env/{variable}")
+        decided.append(f"{plan.name}:{variable}={mode}")
+    if not wrapped and settings:
+        plan.reasons.append(f"{plan.name}:env-decided-at-admission")
+    if wrapped and role.publish_timeout_seconds is not None:
+        plan.set_env(names.ENV_PUBLISH_TIMEOUT, format_heartbeat(role.publish_timeout_seconds), change=f"{plan.name}:publish-timeout")
+    if wrapped and role.pika_confirm_delivery:
+        plan.set_env(names.ENV_PIKA_CONFIRM, "1", change=f"{plan.name}:pika-confirms")
+
+
+def _status(pod: dict[str, Any], policy: Policy, roles: dict[str, str], changes: list[str], decided: list[str]) -> list[dict[str, Any]]:
+    """Record which policy looked at the pod, what it changed and what is left to the start.
+
+    Names only. ``changed`` keeps earlier passes' names (webhook reinvocation); ``atStart``
+    maps each container to the variables its wrapper decides (keep or replace).
+    """
     metadata = pod.get("metadata")
     annotations = _map(metadata).get("annotations") if isinstance(metadata, dict) else None
     existing = annotations.get(names.STATUS_ANNOTATION) if isinstance(annotations, dict) else None
@@ -328,11 +386,15 @@ def _status(pod: dict[str, Any], policy: Policy, roles: dict[str, str], changes:
             earlier = [c for c in recorded if isinstance(c, str)] if isinstance(recorded, list) else []
         except (ValueError, AttributeError):
             earlier = []
-    status = json.dumps(
-        {"version": __version__, "policy": policy.digest, "roles": roles, "changed": sorted({*earlier, *changes})},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    record: dict[str, Any] = {"version": __version__, "policy": policy.digest, "roles": roles, "changed": sorted({*earlier, *changes})}
+    at_start: dict[str, dict[str, str]] = {}
+    for item in decided:
+        container, _, setting = item.partition(":")
+        variable, _, mode = setting.partition("=")
+        at_start.setdefault(container, {})[variable] = mode
+    if at_start:
+        record["atStart"] = at_start
+    status = json.dumps(record, sort_keys=True, separators=(",", ":"))
     if status == existing:
         return []
     if not isinstance(metadata, dict):
@@ -352,13 +414,23 @@ def mutate_pod(pod: Any, policy: Policy) -> Outcome:
             return Outcome([], reasons=(f"malformed-spec/{key}",))
     metadata = _map(pod.get("metadata"))
     labels = _map(metadata.get("labels"))
-    matches = [
-        (index, container, match)
-        for index, container in enumerate(_containers(pod))
-        if (match := role_of(container, labels, policy))
-    ]
+    matches, reasons, notes = [], [], []
+    for index, container in enumerate(_containers(pod)):
+        match = role_of(container, labels, policy)
+        if match is None:
+            code, note = unmatched(container, policy)
+            if code != "not-plane-image" or not matches:
+                notes.append(note)
+            reasons.append(f"{container.get('name') if isinstance(container, dict) else index}:{code}")
+        elif match[1].skip:
+            reasons.append(f"{container['name']}:skipped-role")
+            notes.append(f"{container['name']}: role {match[0]}: left unchanged: {match[1].skip}")
+        else:
+            matches.append((index, container, match))
+    skipped = {r.partition(":")[0]: "" for r in reasons if r.endswith(":skipped-role")}
     if not matches:
-        return Outcome([], reasons=("no-role-matched",))
+        top = "skipped-role" if skipped else "no-role-matched"
+        return Outcome([], reasons=(top, *reasons), notes=tuple(notes))
     roles = {container["name"]: match[0] for _, container, match in matches}
     if is_opted_out(pod):
         return Outcome([], reasons=("opted-out",))
@@ -366,7 +438,8 @@ def mutate_pod(pod: Any, policy: Policy) -> Outcome:
     overrides = _Overrides.read(_map(metadata.get("annotations")), policy)
     ops: list[dict[str, Any]] = []
     changes: list[str] = []
-    reasons: list[str] = []
+    decided: list[str] = []
+    reasons = [r for r in reasons if not r.endswith(":not-plane-image")]
     warnings = list(overrides.warnings)
     needs_runtime = False
     for index, container, (_, role) in matches:
@@ -375,19 +448,17 @@ def mutate_pod(pod: Any, policy: Policy) -> Outcome:
             reasons.append(f"{container['name']}:malformed-{broken}")
             continue
         plan = _ContainerPlan(container, index, ops, changes, reasons)
-        keep = role.existing_env == "keep"
-        for variable, value in overrides.env_for(role).items():
-            plan.set_env(variable, value, keep)
         wrap = role.wrap_entrypoint if overrides.wrap is None else overrides.wrap
         wrapped = _wrap(plan, role, policy) if wrap else False
         if not wrap:
             reasons.append(f"{plan.name}:wrap-disabled")
         needs_runtime = needs_runtime or wrapped
+        _settings(plan, role, overrides.settings_for(role), wrapped, decided)
         heartbeat = role.amqp_heartbeat if overrides.heartbeat is None else overrides.heartbeat
         if heartbeat is not None:
             _amqp(plan, role, policy, heartbeat, wrapped, warnings)
         plan.finish_env()
     if needs_runtime:
         _pod_level(pod, policy, ops, changes)
-    ops.extend(_status(pod, policy, roles, changes))
-    return Outcome(ops, roles, tuple(changes), tuple(reasons), tuple(warnings))
+    ops.extend(_status(pod, policy, roles, changes, decided))
+    return Outcome(ops, roles, tuple(changes), tuple(reasons), tuple(warnings), tuple(decided), tuple(notes))

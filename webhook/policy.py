@@ -33,9 +33,12 @@ from pydantic.alias_generators import to_camel
 from webhook import conventions
 
 API_VERSION = "plane-guard.io/v1"
-ROLE_NAMES = ("api", "worker", "beat")
-ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+ROLE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+#: Policy variables are exported by the wrapper's shell at container start, so they must be
+#: names a POSIX shell can export (Kubernetes itself also allows '-' and '.').
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 BOOLEAN_WORDS = {"true", "false", "1", "0", "yes", "no"}
+ExistingEnv = Literal["replace", "keep"]
 
 
 class PolicyError(ValueError):
@@ -93,8 +96,8 @@ def _check_env_value(name: str, value: str) -> None:
         if not value.isdigit():
             raise ValueError(f"env.{name} must be a whole number >= 0, not {value!r}")
     elif name in ("CELERY_TASK_PUBLISH_RETRY", "CELERY_CONFIRM_PUBLISH"):
-        if value.lower() not in BOOLEAN_WORDS:
-            raise ValueError(f"env.{name} must be true or false, not {value!r}")
+        if value.strip().lower() not in BOOLEAN_WORDS:
+            raise ValueError(f"env.{name} must be a boolean (1/0, true/false, yes/no), not {value!r}")
     elif name == "CELERY_BROKER_HEARTBEAT":
         try:
             if float(value) < 0:
@@ -116,35 +119,65 @@ def _env_text(value: Any) -> Any:
     return str(value) if isinstance(value, (int, float)) else value
 
 
+class EnvSetting(_Model):
+    """One variable with its own answer to "what if the container already has a value"."""
+
+    value: str
+    existing: ExistingEnv | None = None
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        return _env_text(value)
+
+
 class Role(_Model):
-    """What plane-guard does to the containers of one Plane role."""
+    """What plane-guard does to the containers of one Plane role.
+
+    ``skip`` marks containers that are recognised as Plane's but must stay untouched (the
+    migrator Job); its text is the reason the preview and the logs give.
+    """
 
     match: Match
-    env: dict[str, str] = Field(default_factory=dict)
-    existing_env: Literal["replace", "keep"] = "replace"
+    skip: str | None = Field(default=None, min_length=1, max_length=200)
+    env: dict[str, str | EnvSetting] = Field(default_factory=dict)
+    existing_env: ExistingEnv = "replace"
     wrap_entrypoint: bool = True
     default_commands: list[DefaultCommand] = Field(default_factory=list)
     amqp_heartbeat: float | None = Field(default=60, ge=0, le=86400)
     existing_heartbeat: Literal["keep", "replace"] = "keep"
+    publish_timeout_seconds: float | None = Field(default=10, gt=0, le=3600)
+    pika_confirm_delivery: bool = True
 
     @field_validator("env", mode="before")
     @classmethod
     def _stringify(cls, value: Any) -> Any:
         """YAML ``0`` and ``true`` mean the strings a Kubernetes env value must be."""
         if isinstance(value, dict):
-            return {name: _env_text(v) for name, v in value.items()}
+            return {name: v if isinstance(v, dict) else _env_text(v) for name, v in value.items()}
         return value
 
     @field_validator("env")
     @classmethod
-    def _check_env(cls, env: dict[str, str]) -> dict[str, str]:
-        for name, value in env.items():
+    def _check_env(cls, env: dict[str, str | EnvSetting]) -> dict[str, str | EnvSetting]:
+        for name, setting in env.items():
             if not ENV_NAME.match(name):
-                raise ValueError(f"env name {name!r} is not a valid variable name (letters, digits, '-', '.', '_')")
+                raise ValueError(f"env name {name!r} is not a variable name a shell can export (letters, digits, '_')")
             if name.startswith(conventions.RESERVED_ENV_PREFIX):
                 raise ValueError(f"env name {name!r} is reserved for plane-guard itself")
-            _check_env_value(name, value)
+            _check_env_value(name, setting.value if isinstance(setting, EnvSetting) else setting)
         return env
+
+    @cached_property
+    def settings(self) -> dict[str, tuple[str, str]]:
+        """Variable -> (value, keep|replace), with the role's ``existingEnv`` filled in."""
+        found = {}
+        for name, setting in self.env.items():
+            if isinstance(setting, EnvSetting):
+                found[name] = (setting.value, setting.existing or self.existing_env)
+            else:
+                found[name] = (setting, self.existing_env)
+        return found
 
     def default_command(self, image: str) -> list[str] | None:
         for candidate in self.default_commands:
@@ -251,9 +284,22 @@ class Policy(_Model):
     api_version: Literal["plane-guard.io/v1"] = Field(alias="apiVersion")
     kind: Literal["Policy"]
     amqp_url_variable: str = Field(default="AMQP_URL", pattern=ENV_NAME.pattern)
-    roles: dict[Literal["api", "worker", "beat"], Role] = Field(min_length=1)
+    roles: dict[str, Role] = Field(min_length=1)
     runtime: Runtime = Field(default_factory=Runtime)
     validation: Validation = Field(default_factory=Validation)
+
+    @field_validator("roles")
+    @classmethod
+    def _role_names(cls, roles: dict[str, Role]) -> dict[str, Role]:
+        for name in roles:
+            if not ROLE_NAME.match(name):
+                raise ValueError(f"role name {name!r} must be lower-case letters, digits and '-' (at most 40)")
+        return roles
+
+    @cached_property
+    def plane_images(self) -> tuple[re.Pattern, ...]:
+        """Every image pattern of every role: a container matching one runs a Plane backend image."""
+        return tuple(p for role in self.roles.values() for p in role.match.compiled[0])
 
     @cached_property
     def digest(self) -> str:

@@ -144,25 +144,63 @@ def _check_amqp(name: str, container: dict[str, Any], env: dict[str, Any], polic
     return problems
 
 
-def _check_max_requests(env: dict[str, Any], policy: Policy) -> list[tuple[str, str]]:
+def _may_come_from_env_from(container: dict[str, Any], variable: str) -> bool:
+    """Whether an ``envFrom`` source could set ``variable`` (its values are not visible here)."""
+    sources = container.get("envFrom")
+    return isinstance(sources, list) and any(
+        isinstance(source, dict)
+        and ("configMapRef" in source or "secretRef" in source)
+        and variable.startswith(source.get("prefix") or "")
+        for source in sources
+    )
+
+
+def _check_max_requests(container: dict[str, Any], env: dict[str, Any], policy: Policy) -> list[tuple[str, str]]:
+    """The rotation limit the api container will run with, as far as admission can tell.
+
+    With the wrapper the policy's value is decided at container start: an override always wins,
+    a default only where the container has no value of its own. A value that ``envFrom`` may
+    bring is never called "unset": it is decided at start and not checked here.
+    """
     bounds = policy.validation.gunicorn_max_requests
-    entry = env.get(MAX_REQUESTS_VARIABLE)
-    if entry is not None and _literal(entry) is None:
-        return []  # from a ConfigMap or Secret: not visible at admission
-    raw = _literal(entry)
     allowed = f"[{bounds.min}, {'unbounded' if bounds.max is None else bounds.max}]"
-    if raw is None:
-        value = IMAGE_MAX_REQUESTS
-        origin = f"{MAX_REQUESTS_VARIABLE} unset: image default {IMAGE_MAX_REQUESTS}"
+    wrapped = _wrapped(container)
+    override = _literal(env.get(conventions.ENV_OVERRIDE_PREFIX + MAX_REQUESTS_VARIABLE)) if wrapped else None
+    default = _literal(env.get(conventions.ENV_DEFAULT_PREFIX + MAX_REQUESTS_VARIABLE)) if wrapped else None
+    entry = env.get(MAX_REQUESTS_VARIABLE)
+    if override is not None:
+        raw, origin = override, f"{MAX_REQUESTS_VARIABLE}={override.strip()} (policy)"
+    elif entry is not None:
+        raw = _literal(entry)
+        if raw is None:
+            return []  # from a ConfigMap or Secret key: not visible at admission
+        origin = f"{MAX_REQUESTS_VARIABLE}={raw.strip()}"
+    elif _may_come_from_env_from(container, MAX_REQUESTS_VARIABLE):
+        if default is not None:
+            return []  # the wrapper keeps envFrom's value or applies the policy's, and logs which
+        return [
+            (
+                "gunicornMaxRequestsOutOfBounds",
+                f"{MAX_REQUESTS_VARIABLE} is not in env: decided at container start by envFrom or the image default "
+                f"({IMAGE_MAX_REQUESTS}); not checked (allowed {allowed})",
+            )
+        ]
+    elif default is not None:
+        raw, origin = default, f"{MAX_REQUESTS_VARIABLE}={default.strip()} (policy default)"
     else:
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            return [("gunicornMaxRequestsOutOfBounds", f"{MAX_REQUESTS_VARIABLE} is not an integer (allowed {allowed})")]
-        origin = f"{MAX_REQUESTS_VARIABLE}={value}"
+        raw, origin = str(IMAGE_MAX_REQUESTS), f"{MAX_REQUESTS_VARIABLE} unset: image default {IMAGE_MAX_REQUESTS}"
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        return [("gunicornMaxRequestsOutOfBounds", f"{MAX_REQUESTS_VARIABLE} is not an integer (allowed {allowed})")]
     if value < bounds.min or (bounds.max is not None and value > bounds.max):
         return [("gunicornMaxRequestsOutOfBounds", f"{origin} outside allowed {allowed}: gunicorn rotation drops AMQP connections")]
     return []
+
+
+def _runs_gunicorn(policy: Policy, role: str) -> bool:
+    """Roles whose policy sets the rotation limit are the gunicorn ones (api, external-api)."""
+    return MAX_REQUESTS_VARIABLE in policy.roles[role].settings
 
 
 def validate_pod(pod: Any, policy: Policy, *, audit: bool = False) -> Verdict:
@@ -187,8 +225,8 @@ def validate_pod(pod: Any, policy: Policy, *, audit: bool = False) -> Verdict:
         name = container["name"]
         env = _env(container)
         checks = _check_amqp(name, container, env, policy)
-        if roles[name] == "api":
-            checks += _check_max_requests(env, policy)
+        if _runs_gunicorn(policy, roles[name]):
+            checks += _check_max_requests(container, env, policy)
         raw += [(rule, name, message) for rule, message in checks]
 
     findings = []

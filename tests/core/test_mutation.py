@@ -12,6 +12,7 @@ from tests.fixtures import golden
 from webhook import conventions as names
 from webhook.mutation import apply_patch, escape, mutate_pod, pod_roles
 from webhook.policy import default_policy, load_policy_text
+from webhook.runtime import environment
 
 POLICY = default_policy()
 K8S_VERSION = kubernetes_validate.latest_version()
@@ -25,6 +26,13 @@ def api_pod(**container_fields) -> dict:
 
 def env_of(pod: dict, index: int = 0) -> dict:
     return {e["name"]: e.get("value") for e in pod["spec"]["containers"][index].get("env") or []}
+
+
+def started_env(pod: dict, env_from: dict[str, str] | None = None, index: int = 0) -> dict:
+    """What the container runs with: its env (over what envFrom brings), then the wrapper's decisions."""
+    env = {**(env_from or {}), **env_of(pod, index)}
+    exports, _ = environment.decide(env)
+    return {**env, **exports}
 
 
 @pytest.mark.parametrize("case", golden.CASES)
@@ -47,29 +55,91 @@ def test_sidecar_is_untouched():
     assert not [op for op in outcome.patch if op["path"].startswith("/spec/containers/1")]
 
 
-def test_migrator_and_foreign_images_match_no_role():
-    migrator = api_pod(command=["./bin/docker-entrypoint-migrator.sh"])
-    foreign = api_pod(image="example.com/someone/api:1")
-    for pod in (migrator, foreign):
+def test_why_a_container_is_not_changed_is_told_apart():
+    cases = {
+        "migrator": (api_pod(command=["./bin/docker-entrypoint-migrator.sh"]), "skipped-role", "plane-api: role migrator: left unchanged: runs the database migrations"),
+        "foreign": (api_pod(image="example.com/someone/api:1"), "no-role-matched", "plane-api: not a Plane backend image"),
+        "unknown command": (
+            api_pod(command=["/bin/bash", "-c", "exec ./bin/docker-entrypoint-something-new.sh --with " + "x" * 80]),
+            "no-role-matched",
+            "plane-api: Plane backend image, command not recognised: /bin/bash -c exec ./bin/docker-entrypoint-something-new.sh",
+        ),
+    }
+    codes = {"migrator": "skipped-role", "foreign": "not-plane-image", "unknown command": "unrecognised-command"}
+    for case, (pod, reason, note) in cases.items():
         outcome = mutate_pod(pod, POLICY)
-        assert outcome.patch == [] and outcome.reasons == ("no-role-matched",)
+        assert outcome.patch == [], case
+        assert outcome.reasons == (reason, f"plane-api:{codes[case]}"), case
+        assert len(outcome.notes) == 1 and outcome.notes[0].startswith(note), (case, outcome.notes)
+    shown = mutate_pod(cases["unknown command"][0], POLICY).notes[0].split("not recognised: ")[1]
+    assert len(shown) == 63 and shown.endswith("...")  # the first 60 characters of the command
 
 
-def test_env_override_replaces_in_place_so_later_references_still_resolve():
+def test_the_containers_own_variables_are_left_for_the_start_to_decide():
+    """With the wrapper, the webhook adds the policy's values under reserved names and never edits
+    the container's own entry: the container decides at start, where envFrom values are visible."""
     pod = api_pod(env=[{"name": "GUNICORN_MAX_REQUESTS", "value": "1200"}, {"name": "ROTATE", "value": "$(GUNICORN_MAX_REQUESTS)"}])
-    mutated = apply_patch(pod, mutate_pod(pod, POLICY).patch)
-    env = mutated["spec"]["containers"][0]["env"]
-    assert env[0] == {"name": "GUNICORN_MAX_REQUESTS", "value": "0"}
-    assert env[1] == {"name": "ROTATE", "value": "$(GUNICORN_MAX_REQUESTS)"}
+    outcome = mutate_pod(pod, POLICY)
+    mutated = apply_patch(pod, outcome.patch)
+    env = env_of(mutated)
+    assert env["GUNICORN_MAX_REQUESTS"] == "1200" and env["ROTATE"] == "$(GUNICORN_MAX_REQUESTS)"
+    assert env[names.ENV_OVERRIDE_PREFIX + "GUNICORN_MAX_REQUESTS"] == "0"
+    assert env[names.ENV_DEFAULT_PREFIX + "CELERY_CONFIRM_PUBLISH"] == "1"
+    assert "plane-api:GUNICORN_MAX_REQUESTS=replace" in outcome.decided_at_start
+    assert started_env(mutated)["GUNICORN_MAX_REQUESTS"] == "0"
 
 
-def test_keep_mode_leaves_existing_values():
-    text = golden_policy_text().replace("existingEnv: replace", "existingEnv: keep", 1)
-    policy = load_policy_text(text)
-    pod = api_pod(env=[{"name": "GUNICORN_MAX_REQUESTS", "value": "5000"}])
-    outcome = mutate_pod(pod, policy)
-    assert env_of(apply_patch(pod, outcome.patch))["GUNICORN_MAX_REQUESTS"] == "5000"
-    assert "plane-api:kept-env/GUNICORN_MAX_REQUESTS" in outcome.reasons
+def test_keep_and_replace_are_decided_against_what_env_from_brings():
+    """plane-enterprise's ConfigMap sets 1000/150 and the publish settings through envFrom."""
+    chart = {"GUNICORN_MAX_REQUESTS": "1000", "GUNICORN_MAX_REQUESTS_JITTER": "150", "CELERY_TASK_PUBLISH_RETRY": "1", "CELERY_BROKER_POOL_LIMIT": "20"}
+    mutated = apply_patch(api_pod(), mutate_pod(api_pod(), POLICY).patch)
+    env = started_env(mutated, chart)
+    assert (env["GUNICORN_MAX_REQUESTS"], env["GUNICORN_MAX_REQUESTS_JITTER"]) == ("0", "0")  # replace
+    assert (env["CELERY_BROKER_POOL_LIMIT"], env["CELERY_TASK_PUBLISH_RETRY"]) == ("20", "1")  # keep
+    assert env["CELERY_CONFIRM_PUBLISH"] == "1"  # keep, and the chart sets none
+
+    keep_all = load_policy_text(golden_policy_text().replace("existing: replace", "existing: keep"))
+    mutated = apply_patch(api_pod(), mutate_pod(api_pod(), keep_all).patch)
+    assert started_env(mutated, {"GUNICORN_MAX_REQUESTS": "5000"})["GUNICORN_MAX_REQUESTS"] == "5000"
+    assert started_env(mutated)["GUNICORN_MAX_REQUESTS"] == "0"
+
+
+def test_keep_mode_names_a_visible_value_it_keeps():
+    pod = api_pod(env=[{"name": "CELERY_BROKER_POOL_LIMIT", "value": "50"}])
+    outcome = mutate_pod(pod, POLICY)
+    assert started_env(apply_patch(pod, outcome.patch))["CELERY_BROKER_POOL_LIMIT"] == "50"
+    assert "plane-api:kept-env/CELERY_BROKER_POOL_LIMIT" in outcome.reasons
+
+
+def test_without_the_wrapper_the_variables_are_written_at_admission():
+    pod = api_pod(env=[{"name": "GUNICORN_MAX_REQUESTS", "value": "1200"}, {"name": "CELERY_BROKER_POOL_LIMIT", "value": "50"}])
+    pod["metadata"]["annotations"][names.WRAP_ANNOTATION] = "false"
+    outcome = mutate_pod(pod, POLICY)
+    env = env_of(apply_patch(pod, outcome.patch))
+    assert env["GUNICORN_MAX_REQUESTS"] == "0" and env["CELERY_BROKER_POOL_LIMIT"] == "50"
+    assert not [name for name in env if name.startswith(names.RESERVED_ENV_PREFIX)]
+    assert "plane-api:env-decided-at-admission" in outcome.reasons and outcome.decided_at_start == ()
+
+
+def test_publish_bound_and_pika_confirms_reach_the_wrapped_container():
+    env = env_of(apply_patch(api_pod(), mutate_pod(api_pod(), POLICY).patch))
+    assert env[names.ENV_PUBLISH_TIMEOUT] == "10" and env[names.ENV_PIKA_CONFIRM] == "1"
+    off = load_policy_text(golden_policy_text().replace("publishTimeoutSeconds: 10", "publishTimeoutSeconds: null", 1))
+    assert names.ENV_PUBLISH_TIMEOUT not in env_of(apply_patch(api_pod(), mutate_pod(api_pod(), off).patch))
+
+
+def test_status_annotation_says_what_is_decided_at_start():
+    mutated = apply_patch(api_pod(), mutate_pod(api_pod(), POLICY).patch)
+    status = json.loads(mutated["metadata"]["annotations"][names.STATUS_ANNOTATION])
+    assert status["atStart"] == {
+        "plane-api": {
+            "CELERY_BROKER_POOL_LIMIT": "keep",
+            "CELERY_CONFIRM_PUBLISH": "keep",
+            "CELERY_TASK_PUBLISH_RETRY": "keep",
+            "GUNICORN_MAX_REQUESTS": "replace",
+            "GUNICORN_MAX_REQUESTS_JITTER": "replace",
+        }
+    }
 
 
 def golden_policy_text() -> str:
@@ -98,11 +168,13 @@ def test_override_annotations_apply_and_bad_values_warn():
     pod["metadata"]["annotations"].update(
         {names.HEARTBEAT_ANNOTATION: "15", names.MAX_REQUESTS_ANNOTATION: "lots", names.WRAP_ANNOTATION: "maybe"}
     )
+    pod["metadata"]["annotations"][names.MAX_REQUESTS_JITTER_ANNOTATION] = "hunter2-not-a-number"
     outcome = mutate_pod(pod, POLICY)
     env = env_of(apply_patch(pod, outcome.patch))
     assert env[names.ENV_AMQP_HEARTBEAT] == "15"
-    assert env["GUNICORN_MAX_REQUESTS"] == "0"
-    assert len(outcome.warnings) == 2 and all("ignored annotation" in w for w in outcome.warnings)
+    assert env[names.ENV_OVERRIDE_PREFIX + "GUNICORN_MAX_REQUESTS"] == "0"
+    assert len(outcome.warnings) == 3 and all("ignored annotation" in w for w in outcome.warnings)
+    assert not [w for w in outcome.warnings if "lots" in w or "maybe" in w or "hunter2" in w]  # values are never quoted
 
 
 def test_max_requests_annotation_within_policy_bounds():
@@ -110,10 +182,10 @@ def test_max_requests_annotation_within_policy_bounds():
     policy = load_policy_text(text)
     pod = api_pod()
     pod["metadata"]["annotations"][names.MAX_REQUESTS_ANNOTATION] = "50000"
-    assert env_of(apply_patch(pod, mutate_pod(pod, policy).patch))["GUNICORN_MAX_REQUESTS"] == "50000"
+    assert started_env(apply_patch(pod, mutate_pod(pod, policy).patch), {"GUNICORN_MAX_REQUESTS": "1000"})["GUNICORN_MAX_REQUESTS"] == "50000"
     pod["metadata"]["annotations"][names.MAX_REQUESTS_ANNOTATION] = "500000"
     outcome = mutate_pod(pod, policy)
-    assert env_of(apply_patch(pod, outcome.patch))["GUNICORN_MAX_REQUESTS"] == "0" and outcome.warnings
+    assert started_env(apply_patch(pod, outcome.patch))["GUNICORN_MAX_REQUESTS"] == "0" and outcome.warnings
 
 
 def test_wrap_disabled_by_annotation_keeps_command_and_skips_runtime():

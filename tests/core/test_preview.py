@@ -99,7 +99,7 @@ def test_diff_only_adds_lines_for_a_stock_pod():
     removed = [l for l in result.stdout.splitlines() if l.startswith("-") and not l.startswith("---")]
     assert removed == []
     added = [l[1:].strip() for l in result.stdout.splitlines() if l.startswith("+") and not l.startswith("+++")]
-    assert "- /plane-guard/entrypoint.sh" in added and "- name: GUNICORN_MAX_REQUESTS" in added
+    assert "- /plane-guard/entrypoint.sh" in added and "- name: PLANE_GUARD_OVERRIDE_GUNICORN_MAX_REQUESTS" in added
 
 
 def test_audit_label_reports_but_changes_nothing():

@@ -14,7 +14,12 @@ REPO = Path(__file__).resolve().parents[2]
 EXPECTED = {
     conventions.RUNTIME_ENTRYPOINT: 0o755,
     "amqp_url.py": 0o644,
+    "environment.py": 0o644,
     f"{conventions.RUNTIME_PYTHON_DIR}/sitecustomize.py": 0o644,
+    **{
+        f"{conventions.RUNTIME_PYTHON_DIR}/plane_guard_hooks/{name}.py": 0o644
+        for name in ("__init__", "celery_config", "gunicorn_config", "publish_deadline", "pika_confirms")
+    },
 }
 
 
@@ -49,8 +54,8 @@ def test_install_writes_world_readable_copies_even_under_a_strict_umask(tmp_path
     for relative, mode in EXPECTED.items():
         assert tree[relative][0] == mode, relative
         assert tree[relative][1] == runtime.RUNTIME_FILES[relative].read_bytes(), relative
-    python_dir = target / conventions.RUNTIME_PYTHON_DIR
-    assert stat.S_IMODE(python_dir.stat().st_mode) == 0o755
+    for directory in (conventions.RUNTIME_PYTHON_DIR, f"{conventions.RUNTIME_PYTHON_DIR}/plane_guard_hooks"):
+        assert stat.S_IMODE((target / directory).stat().st_mode) == 0o755, directory
     for relative in EXPECTED:
         assert f"installed {target / relative}" in done.stdout
 

@@ -19,6 +19,7 @@ from tests.kubelet import (
     expand,
 )
 from tests.proof.plane import PLANE_IMAGE, load_fixtures, policy_for
+from webhook.runtime import RUNTIME_FILES
 from webhook.mutation import apply_patch, mutate_pod
 from webhook.policy import default_policy
 
@@ -153,11 +154,8 @@ def test_mutated_api_pod_resolves_to_the_wrapper_and_the_policy_env(tmp_path):
     container = pod["spec"]["containers"][0]
     env = container_env(pod, container, kubelet.config_maps, kubelet.secrets)
     assert container_argv(container, Image(), env) == ["/bin/sh", f"{mount}/entrypoint.sh", "./bin/docker-entrypoint-api.sh"]
-    assert {k: env[k] for k in ("GUNICORN_MAX_REQUESTS", "GUNICORN_MAX_REQUESTS_JITTER", "CELERY_CONFIRM_PUBLISH")} == {
-        "GUNICORN_MAX_REQUESTS": "0",
-        "GUNICORN_MAX_REQUESTS_JITTER": "0",
-        "CELERY_CONFIRM_PUBLISH": "true",
-    }
+    decided = ("PLANE_GUARD_OVERRIDE_GUNICORN_MAX_REQUESTS", "PLANE_GUARD_OVERRIDE_GUNICORN_MAX_REQUESTS_JITTER", "PLANE_GUARD_DEFAULT_CELERY_CONFIRM_PUBLISH")
+    assert {k: env[k] for k in decided} == dict.fromkeys(decided[:2], "0") | {decided[2]: "1"}
     assert env["AMQP_URL"] == "amqp://u:p@h:5672/plane"
     assert env["PLANE_GUARD_AMQP_HEARTBEAT"] == "60"
     assert stat.S_IMODE(mount.stat().st_mode) == 0o777 and not any(mount.iterdir())
@@ -171,11 +169,7 @@ def test_init_container_of_a_mutated_pod_installs_the_runtime(tmp_path):
         (init,) = kubelet.run_init_containers(timeout=60)
     assert init.argv == ["plane-guard", "runtime", "install", str(mount)]
     assert init.process.returncode == 0
-    assert sorted(str(p.relative_to(mount)) for p in mount.rglob("*") if p.is_file()) == [
-        "amqp_url.py",
-        "entrypoint.sh",
-        "python/sitecustomize.py",
-    ]
+    assert sorted(str(p.relative_to(mount)) for p in mount.rglob("*") if p.is_file()) == sorted(RUNTIME_FILES)
 
 
 def test_run_as_non_root_with_a_root_image_is_refused(tmp_path):

@@ -39,8 +39,8 @@ def test_mutate_stock_plane_pod(client, api_version, image, role):
 
     env = _env(patched)
     if role == "api":
-        assert env["GUNICORN_MAX_REQUESTS"] == "0"
-    assert env["CELERY_TASK_PUBLISH_RETRY"] == "true"
+        assert env[conventions.ENV_OVERRIDE_PREFIX + "GUNICORN_MAX_REQUESTS"] == "0"
+    assert env[conventions.ENV_DEFAULT_PREFIX + "CELERY_TASK_PUBLISH_RETRY"] == "1"
     assert env[conventions.ENV_AMQP_HEARTBEAT] == "60"
     status = json.loads(patched["metadata"]["annotations"][conventions.STATUS_ANNOTATION])
     assert status["roles"] == {pod["spec"]["containers"][0]["name"]: role}

@@ -82,22 +82,48 @@ def test_missing_heartbeat_counts_unless_the_runtime_adds_it():
     assert "amqpHeartbeatDisabled" not in _rules(validate_pod(pod, default_policy()))
 
 
+def _messages(verdict) -> list[str]:
+    return [f.message for f in verdict.findings if f.rule == "gunicornMaxRequestsOutOfBounds"]
+
+
 @pytest.mark.parametrize("value, flagged", [("0", False), ("1200", True), ("-1", True), ("many", True)])
-def test_gunicorn_bounds(value, flagged):
-    pod = _final(plane_pod())
-    for entry in pod["spec"]["containers"][0]["env"]:
-        if entry["name"] == "GUNICORN_MAX_REQUESTS":
-            entry["value"] = value
-    assert ("gunicornMaxRequestsOutOfBounds" in _rules(validate_pod(pod, default_policy()))) is flagged
+def test_gunicorn_bounds_of_a_literal_value(value, flagged):
+    """An unmutated pod: its own literal value is what gunicorn gets."""
+    pod = plane_pod(env=[{"name": "GUNICORN_MAX_REQUESTS", "value": value}])
+    pod["spec"]["containers"][0].pop("envFrom")
+    assert bool(_messages(validate_pod(pod, default_policy()))) is flagged
 
 
-def test_gunicorn_from_a_config_map_is_not_judged():
-    pod = _final(plane_pod())
+def test_the_policys_override_is_what_a_wrapped_container_runs_with():
+    pod = _final(plane_pod(env=[{"name": "GUNICORN_MAX_REQUESTS", "value": "1200"}]))
+    assert _messages(validate_pod(pod, default_policy())) == []
     for entry in pod["spec"]["containers"][0]["env"]:
-        if entry["name"] == "GUNICORN_MAX_REQUESTS":
-            entry.pop("value")
-            entry["valueFrom"] = {"configMapKeyRef": {"name": "x", "key": "y"}}
-    assert validate_pod(pod, default_policy()).findings == ()
+        if entry["name"] == conventions.ENV_OVERRIDE_PREFIX + "GUNICORN_MAX_REQUESTS":
+            entry["value"] = "5000"
+    assert _messages(validate_pod(pod, default_policy())) == [
+        "GUNICORN_MAX_REQUESTS=5000 (policy) outside allowed [0, 0]: gunicorn rotation drops AMQP connections"
+    ]
+
+
+def test_a_value_env_from_may_bring_is_decided_at_start_not_called_unset():
+    keep = load_policy_text(default_policy_text().replace("existing: replace", "existing: keep"))
+    guarded = apply_patch(plane_pod(), mutate_pod(plane_pod(), keep).patch)
+    assert validate_pod(guarded, keep).findings == ()  # the wrapper keeps envFrom's value or applies 0, and logs it
+
+    unguarded = plane_pod()
+    messages = _messages(validate_pod(unguarded, default_policy()))
+    assert messages and "decided at container start" in messages[0] and "unset" not in messages[0]
+
+    unguarded["spec"]["containers"][0].pop("envFrom")
+    assert _messages(validate_pod(unguarded, default_policy())) == [
+        "GUNICORN_MAX_REQUESTS unset: image default 1200 outside allowed [0, 0]: gunicorn rotation drops AMQP connections"
+    ]
+
+
+def test_gunicorn_from_a_config_map_key_is_not_judged():
+    pod = plane_pod(env=[{"name": "GUNICORN_MAX_REQUESTS", "valueFrom": {"configMapKeyRef": {"name": "x", "key": "y"}}}])
+    assert _messages(validate_pod(pod, default_policy())) == []
+    assert _messages(validate_pod(_final(pod), default_policy())) == []
 
 
 def test_worker_is_not_judged_on_gunicorn():

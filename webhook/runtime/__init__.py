@@ -1,9 +1,11 @@
 """The files plane-guard delivers into Plane containers, and the init-container command that copies them.
 
 The init container runs ``plane-guard runtime install DIR`` with DIR on an emptyDir shared with
-the Plane container. The Plane container then starts through ``DIR/entrypoint.sh``, which merges
-the AMQP heartbeat (with ``DIR/amqp_url.py``, the same code the webhook uses) and puts
-``DIR/python`` (the ``sitecustomize`` start-up hook) first on ``PYTHONPATH``.
+the Plane container. The Plane container then starts through ``DIR/entrypoint.sh``, which
+decides the settings left to the start (``DIR/environment.py``: policy defaults against the
+container's own values, and the AMQP heartbeat merged by ``DIR/amqp_url.py``, the same code the
+webhook uses) and puts ``DIR/python`` (the ``sitecustomize`` start-up hook and its
+``plane_guard_hooks`` package) first on ``PYTHONPATH``.
 
 Only the standard library is imported here: this runs in every Plane pod start.
 """
@@ -21,7 +23,12 @@ _HERE = Path(__file__).resolve().parent
 RUNTIME_FILES: dict[str, Path] = {
     "entrypoint.sh": _HERE / "entrypoint.sh",
     "amqp_url.py": _HERE.parent / "amqp_url.py",
+    "environment.py": _HERE / "environment.py",
     "python/sitecustomize.py": _HERE / "python" / "sitecustomize.py",
+    **{
+        f"python/plane_guard_hooks/{source.name}": source
+        for source in sorted((_HERE / "python" / "plane_guard_hooks").glob("*.py"))
+    },
 }
 
 #: The Plane container may run as any UID: everything is world-readable, the wrapper executable.

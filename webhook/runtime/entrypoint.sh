@@ -18,40 +18,25 @@ if [ "$#" -eq 0 ]; then
     exit 64
 fi
 
-# Secrets reach the container only at start-up, so the heartbeat the webhook could not add to a
-# literal URL is merged here, by the same code (amqp_url.py) the webhook uses.
-if [ -n "${PLANE_GUARD_AMQP_HEARTBEAT:-}" ]; then
-    _pg_url_var=${PLANE_GUARD_AMQP_URL_VAR:-AMQP_URL}
-    case $_pg_url_var in
-        '' | [0-9]* | *[!A-Za-z0-9_]*)
-            echo "plane-guard: PLANE_GUARD_AMQP_URL_VAR is not a variable name; AMQP heartbeat not added" >&2
-            _pg_url_var=
-            ;;
-    esac
-    _pg_url_set=
-    [ -n "$_pg_url_var" ] && eval "_pg_url_set=\${$_pg_url_var:+yes}"
-    if [ -n "$_pg_url_var" ] && [ -z "$_pg_url_set" ]; then
-        echo "plane-guard: $_pg_url_var is not set in this container; AMQP heartbeat not added" >&2
-    elif [ -n "$_pg_url_set" ]; then
-        _pg_py=
-        for _pg_candidate in python3 python; do
-            if command -v "$_pg_candidate" >/dev/null 2>&1; then
-                _pg_py=$_pg_candidate
-                break
-            fi
-        done
-        if [ -z "$_pg_py" ]; then
-            echo "plane-guard: no python3 or python on PATH; AMQP heartbeat not added" >&2
-        # -I: the image's own sitecustomize or .pth files must not write into the merged URL.
-        elif _pg_merged=$(PLANE_GUARD_AMQP_URL_VAR=$_pg_url_var "$_pg_py" -I "$_pg_dir/amqp_url.py") && [ -n "$_pg_merged" ]; then
-            export "$_pg_url_var=$_pg_merged"
-        else
-            echo "plane-guard: keeping $_pg_url_var as it is" >&2
-        fi
-        unset _pg_merged
+# envFrom values and Secrets reach the container only now: the settings the webhook left to the
+# start (policy defaults vs the container's own values, the heartbeat in a URL from a Secret) are
+# decided by environment.py, which prints only `export NAME='value'` lines for this shell.
+_pg_py=
+for _pg_candidate in python3 python; do
+    if command -v "$_pg_candidate" >/dev/null 2>&1; then
+        _pg_py=$_pg_candidate
+        break
     fi
-    unset _pg_url_var _pg_url_set _pg_py _pg_candidate
+done
+if [ -z "$_pg_py" ]; then
+    echo "plane-guard: no python3 or python on PATH; the policy's settings and the AMQP heartbeat are not applied" >&2
+# -I: the image's own sitecustomize or .pth files must not write into the exported values.
+elif _pg_exports=$("$_pg_py" -I "$_pg_dir/environment.py"); then
+    eval "$_pg_exports"
+else
+    echo "plane-guard: could not decide the settings at start; the container keeps its own environment" >&2
 fi
+unset _pg_py _pg_candidate _pg_exports
 
 # The start-up hook (sitecustomize) goes first; the image's own PYTHONPATH stays after it.
 case ":${PYTHONPATH:-}:" in
