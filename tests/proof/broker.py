@@ -7,14 +7,18 @@ black hole is an nftables table of its own that is always deleted again.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import socket
 import subprocess
+import tempfile
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 HOST = "127.0.0.1"
@@ -101,6 +105,36 @@ class VHost:
     def close_all_connections(self, reason: str = "plane-guard proof: broker-side close") -> None:
         _run([RABBITMQCTL, "-q", "close_all_connections", "--vhost", self.name, "--limit", "1000", reason])
 
+    def _channel(self):
+        import pika
+
+        connection = pika.BlockingConnection(pika.URLParameters(self.url()))
+        return connection, connection.channel()
+
+    def bind_queue(self, queue: str, exchange: str, exchange_type: str = "topic", routing_key: str = "#") -> None:
+        """A durable queue that receives everything published to ``exchange`` (declared as the app does)."""
+        connection, channel = self._channel()
+        try:
+            channel.exchange_declare(exchange, exchange_type=exchange_type, durable=True)
+            channel.queue_declare(queue, durable=True)
+            channel.queue_bind(queue, exchange, routing_key)
+        finally:
+            connection.close()
+
+    def drain(self, queue: str, limit: int = 10000) -> list[str]:
+        """The ``message_id`` of every message in ``queue``, taken off it (at most ``limit``)."""
+        connection, channel = self._channel()
+        ids = []
+        try:
+            for _ in range(limit):
+                method, properties, _ = channel.basic_get(queue, auto_ack=True)
+                if method is None:
+                    break
+                ids.append(properties.message_id or "")
+        finally:
+            connection.close()
+        return ids
+
     def queue_depth(self, queue: str = "celery") -> int:
         """Messages ready plus unacknowledged; 0 when the queue does not exist."""
         out = _run([RABBITMQCTL, "-q", "--no-table-headers", "list_queues", "-p", self.name, "name", "messages"])
@@ -141,22 +175,29 @@ def remove_stale_black_holes() -> None:
 
 
 @contextmanager
-def black_hole(ports: list[int]) -> Iterator[str]:
+def black_hole(ports: list[int], direction: str = "both") -> Iterator[str]:
     """Drop every packet of the loopback connections from ``ports`` to the broker, both ways.
 
+    ``direction="from-broker"`` drops only what the broker sends: the publish arrives, its
+    acknowledgement (and TCP's) never does, which is how confirms with retry publish twice.
+
     No FIN, no RST: this is what a vanished NAT/conntrack entry or a dead peer looks like. Only
-    the named connections are affected; the table is deleted on the way out whatever happens.
+    the named connections are affected. On the way out, whatever happens, the black-holed
+    connections are destroyed (``ss -K``, both ends) before the table is deleted: such a path never
+    comes back, so nothing a closed socket still had buffered may reach the broker later.
     """
     require_nft()
     if not ports:
         raise ValueError("no connection to black-hole")
+    if direction not in ("both", "from-broker"):
+        raise ValueError(f"direction must be both or from-broker, not {direction!r}")
     table = f"{NFT_TABLE_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:6]}"
     port_set = ", ".join(str(p) for p in ports)
     script = f"""
 table inet {table} {{
     chain out {{
         type filter hook output priority -10; policy accept;
-        oifname "lo" ip daddr {HOST} tcp sport {{ {port_set} }} tcp dport {PORT} drop
+        {"" if direction == "both" else "# "}oifname "lo" ip daddr {HOST} tcp sport {{ {port_set} }} tcp dport {PORT} drop
         oifname "lo" ip daddr {HOST} tcp sport {PORT} tcp dport {{ {port_set} }} drop
     }}
 }}
@@ -167,4 +208,69 @@ table inet {table} {{
     try:
         yield table
     finally:
+        ends = " or ".join(f"sport = :{port} or dport = :{port}" for port in ports)
+        subprocess.run(["ss", "-K", "-tn", f"( {ends} )"], capture_output=True, timeout=10)
         subprocess.run([NFT, "delete", "table", "inet", table], capture_output=True, timeout=10)
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory alarm: the broker stays up but blocks every publishing connection.
+
+#: Where a running alarm records the watermark to restore, so a killed run can be repaired.
+ALARM_STATE = Path(tempfile.gettempdir()) / "plane-guard-memory-alarm.json"
+_ALARM_WATERMARK = "0.000001"
+
+
+def _watermark() -> str:
+    """The broker's memory high watermark as ``set_vm_memory_high_watermark`` takes it back."""
+    out = _run([RABBITMQCTL, "-q", "eval", "vm_memory_monitor:get_vm_memory_high_watermark()."]).strip()
+    absolute = re.fullmatch(r"\{absolute,\s*(\d+)\}", out)
+    return f"absolute {absolute.group(1)}" if absolute else out
+
+
+def _set_watermark(value: str) -> None:
+    _run([RABBITMQCTL, "-q", "set_vm_memory_high_watermark", *value.split()])
+
+
+def memory_alarm_active() -> bool:
+    out = _run([RABBITMQCTL, "-q", "eval", "rabbit_alarm:get_alarms()."])
+    return "memory" in out
+
+
+def _wait_alarm(active: bool, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while memory_alarm_active() != active:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the broker's memory alarm did not turn {'on' if active else 'off'} within {timeout}s")
+        time.sleep(0.2)
+
+
+def restore_stale_memory_alarm() -> None:
+    """Put back the watermark a killed run left behind (its process is gone)."""
+    try:
+        state = json.loads(ALARM_STATE.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(state, dict) and not os.path.exists(f"/proc/{state.get('pid')}"):
+        _set_watermark(str(state["watermark"]))
+        ALARM_STATE.unlink(missing_ok=True)
+
+
+@contextmanager
+def memory_alarm() -> Iterator[None]:
+    """Raise the broker's memory alarm (``set_vm_memory_high_watermark``), and always clear it again.
+
+    Broker-wide: every publishing connection on this broker blocks while it lasts, so keep it short.
+    """
+    require_broker()
+    restore_stale_memory_alarm()
+    original = _watermark()
+    ALARM_STATE.write_text(json.dumps({"pid": os.getpid(), "watermark": original}))
+    try:
+        _set_watermark(_ALARM_WATERMARK)
+        _wait_alarm(True)
+        yield
+    finally:
+        _set_watermark(original)
+        ALARM_STATE.unlink(missing_ok=True)
+        _wait_alarm(False)

@@ -33,15 +33,20 @@ APP_DIR = HERE.parent / "plane_app"
 PODS_FILE = HERE / "plane-pods.yaml"
 VENV_BIN = Path(sys.executable).parent
 PLANE_IMAGE = "makeplane/plane-backend"
+ENTERPRISE_IMAGE = "makeplane/backend-commercial"
 CONFIGS = ("baseline", "guarded")
 
 
-def load_fixtures() -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-    """(api pod, worker pod, other objects) from ``plane-pods.yaml``."""
+#: The pods of ``plane-pods.yaml`` by the short names the proof uses.
+POD_NAMES = {"api": "plane-api", "worker": "plane-worker", "poller": "plane-outbox-poller"}
+
+
+def load_fixtures() -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """({"api" | "worker" | "poller": pod}, other objects) from ``plane-pods.yaml``."""
     documents = [d for d in yaml.safe_load_all(PODS_FILE.read_text()) if d]
-    pods = {d["metadata"]["name"].split("-wl-")[0]: d for d in documents if d["kind"] == "Pod"}
+    by_workload = {d["metadata"]["name"].split("-wl-")[0]: d for d in documents if d["kind"] == "Pod"}
     others = [d for d in documents if d["kind"] != "Pod"]
-    return pods["plane-api"], pods["plane-worker"], others
+    return {short: by_workload[name] for short, name in POD_NAMES.items()}, others
 
 
 def free_port() -> int:
@@ -66,13 +71,18 @@ def policy_for(mount_path: Path, base: Policy | None = None) -> Policy:
 
 @dataclass
 class Publish:
-    """One HTTP request to ``/publish``: did ``delay()`` return, in which worker, how long it took."""
+    """One publish as the publisher saw it: did it return, in which process, how long it took.
+
+    ``task_id`` identifies what the consumer must receive; ``marker`` is the payload, known even
+    when the publish raised (so a raised publish that the broker delivered anyway is visible).
+    """
 
     ok: bool
     pid: int | None
     task_id: str | None
     error: str | None
     seconds: float
+    marker: str = ""
 
 
 @dataclass
@@ -113,18 +123,46 @@ class Api(Started):
         try:
             status, body = self.request(f"/publish?marker={marker}")
         except (OSError, http.client.HTTPException, ValueError) as exc:
-            return Publish(False, None, None, f"HTTP: {type(exc).__name__}: {exc}", time.monotonic() - started)
+            return Publish(False, None, None, f"HTTP: {type(exc).__name__}: {exc}", time.monotonic() - started, marker)
         elapsed = time.monotonic() - started
         if status == 200 and body.get("task_id"):
-            return Publish(True, body.get("pid"), body["task_id"], None, elapsed)
-        return Publish(False, body.get("pid"), None, body.get("error", f"HTTP {status}"), elapsed)
+            return Publish(True, body.get("pid"), body["task_id"], None, elapsed, marker)
+        return Publish(False, body.get("pid"), None, body.get("error", f"HTTP {status}"), elapsed, marker)
 
 
 class Worker(Started):
-    def executed(self) -> set[str]:
+    def runs(self) -> list[tuple[str, str]]:
+        """(task id, marker) of every task the worker ran, in order; a task id twice is a duplicate."""
         if not self.task_log.exists():
-            return set()
-        return {line.split()[0] for line in self.task_log.read_text().splitlines() if line.strip()}
+            return []
+        return [tuple(line.split()[:2]) for line in self.task_log.read_text().splitlines() if len(line.split()) >= 2]
+
+    def executed(self) -> set[str]:
+        return {task_id for task_id, _ in self.runs()}
+
+
+class Poller(Started):
+    """The outbox poller: events go in as files, its markers say what it sent or failed to send."""
+
+    outbox: Path | None = None
+
+    def add_event(self, event_id: str) -> None:
+        (self.outbox / f"{event_id}.tmp").write_text(f'{{"id": "{event_id}"}}')
+        (self.outbox / f"{event_id}.tmp").rename(self.outbox / f"{event_id}.event")
+
+    def attempts(self) -> list[Publish]:
+        """Every publish the poller tried, in order (a failed one is tried again later)."""
+        found = []
+        for line in self.marker_lines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] in ("sent", "failed"):
+                ok = parts[0] == "sent"
+                error = None if ok else " ".join(parts[3:])
+                found.append(Publish(ok, self.container.pid, parts[1] if ok else None, error, float(parts[2]), parts[1]))
+        return found
+
+    def sent(self) -> set[str]:
+        return {p.task_id for p in self.attempts() if p.ok}
 
 
 class PlaneRun:
@@ -133,7 +171,7 @@ class PlaneRun:
     def __init__(self, root: Path | None = None):
         self.root = Path(root or tempfile.mkdtemp(prefix="plane-guard-proof-"))
         os.chmod(self.root, 0o755)
-        self.api_pod, self.worker_pod, self.objects = load_fixtures()
+        self.pods, self.objects = load_fixtures()
         self.vhost = VHost()
 
     def close(self) -> None:
@@ -159,7 +197,7 @@ class PlaneRun:
         }
         plane = Image(workdir=str(APP_DIR), env={**env, "PYTHONPATH": str(APP_DIR / "image_python")})
         runtime = Image(workdir="/", env=env, user=10001, group=10001)
-        return {PLANE_IMAGE: plane, default_policy().runtime.image: runtime}
+        return {PLANE_IMAGE: plane, ENTERPRISE_IMAGE: plane, default_policy().runtime.image: runtime}
 
     def _objects(self, paths: dict[str, str], variables: dict[str, str]) -> list[dict[str, Any]]:
         encoded = base64.b64encode(self.vhost.url().encode()).decode()
@@ -193,10 +231,12 @@ class PlaneRun:
         scratch = self._dir(kind)
         markers = scratch / "markers.txt"
         task_log = scratch / "tasks.txt"
+        outbox = scratch / "outbox"
+        outbox.mkdir(mode=0o777)
         port = free_port() if kind == "api" else None
-        spec = self._spec(self.api_pod if kind == "api" else self.worker_pod, config, annotations, scratch / "runtime")
+        spec = self._spec(self.pods[kind], config, annotations, scratch / "runtime")
         objects = self._objects(
-            {"MARKERS": str(markers), "TASK_LOG": str(task_log)},
+            {"MARKERS": str(markers), "TASK_LOG": str(task_log), "OUTBOX": str(outbox)},
             {"PORT": str(port or "")},
         )
         home = scratch / "home"
@@ -208,7 +248,10 @@ class PlaneRun:
         except BaseException:
             pod.stop(grace=1)
             raise
-        return started_cls(config, pod, container, spec, markers, init, port, task_log)
+        started = started_cls(config, pod, container, spec, markers, init, port, task_log)
+        if isinstance(started, Poller):
+            started.outbox = outbox
+        return started
 
     def start_api(self, config: str, annotations: dict[str, str] | None = None) -> Api:
         api = self._start("api", config, annotations or {}, Api)
@@ -230,17 +273,24 @@ class PlaneRun:
             raise
         return api
 
-    def start_worker(self, config: str) -> Worker:
-        worker = self._start("worker", config, {}, Worker)
+    def _start_logging(self, kind: str, config: str, started_cls: type, ready_line: str) -> Started:
+        """Start a pod whose container says ``ready_line`` in its log when it is ready."""
+        started = self._start(kind, config, {}, started_cls)
 
         def ready() -> bool:
-            if worker.container.process.poll() is not None:
-                raise RuntimeError(f"the {config} worker pod exited:\n{worker.logs()[-4000:]}")
-            return " ready." in worker.logs()
+            if started.container.process.poll() is not None:
+                raise RuntimeError(f"the {config} {kind} pod exited:\n{started.logs()[-4000:]}")
+            return ready_line in started.logs()
 
         try:
-            wait_for(ready, timeout=60, interval=0.2, what=f"{config} Celery worker ready")
+            wait_for(ready, timeout=60, interval=0.2, what=f"{config} {kind} ready")
         except BaseException:
-            worker.stop()
+            started.stop()
             raise
-        return worker
+        return started
+
+    def start_worker(self, config: str) -> Worker:
+        return self._start_logging("worker", config, Worker, " ready.")
+
+    def start_poller(self, config: str) -> Poller:
+        return self._start_logging("poller", config, Poller, "outbox poller ready")

@@ -2,11 +2,15 @@
 
 Each scenario starts a fresh API pod (baseline: the chart's pod spec; guarded: the same spec after
 plane-guard's mutation), publishes through its HTTP endpoint (the view calls ``task.delay()``),
-and counts, by task id, what the Celery worker pod of the same configuration executed:
+and counts, by task id, what the Celery worker pod of the same configuration executed. The pika
+scenario does the same with the outbox poller and a queue bound to its exchange:
 
-* returned_ok: requests whose ``delay()`` returned a task id without raising;
-* arrived: of those, the tasks the worker executed;
-* lost: returned_ok - arrived, the silent losses.
+* returned_ok: publishes that returned (a task id, an event marked sent) without raising;
+* arrived: of those, the ones the consumer received;
+* lost: returned_ok - arrived, the silent losses;
+* raised: publishes that raised (the caller saw an error; the outbox tries again);
+* max_delay_s: the longest any one publish took;
+* dup: extra copies the consumer received (confirms with retry publish again when an ack is lost).
 
 Every wait is bounded; every pod, vhost and nftables table is removed afterwards.
 """
@@ -14,20 +18,28 @@ Every wait is bounded; every pod, vhost and nftables table is removed afterwards
 from __future__ import annotations
 
 import re
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Callable
 
 from tests.proof import broker
-from tests.proof.plane import Api, PlaneRun, Publish, Worker
+from tests.proof.plane import Api, PlaneRun, Poller, Publish, Worker
 from webhook import conventions
+from webhook.policy import default_policy
 
 #: Heartbeat for the idle scenario: small, so that "idle past the heartbeat" takes seconds.
 IDLE_HEARTBEAT = 3
 IDLE_SECONDS = 4 * IDLE_HEARTBEAT
 ROTATION_REQUESTS = 12
 ROTATION_GAP = 0.3
+#: The default policy's bound on a publish (publishTimeoutSeconds).
+PUBLISH_BOUND = default_policy().roles["api"].publish_timeout_seconds
+#: The memory alarm of the blocked scenario lasts at least this long.
+ALARM_SECONDS = 12
+EVENTS_QUEUE = "plane-guard-proof-events"
 
 
 @dataclass
@@ -35,7 +47,10 @@ class Result:
     scenario: str
     config: str
     publishes: list[Publish]
-    arrived_ids: set[str]
+    #: What the consumer received, one entry per copy (task ids, or event ids for pika).
+    received: list[str] = field(default_factory=list)
+    #: Markers of everything the consumer received (delivered publishes that raised show up here).
+    received_markers: set[str] = field(default_factory=set)
     details: dict[str, object] = field(default_factory=dict)
     logs: dict[str, str] = field(default_factory=dict)
 
@@ -49,11 +64,28 @@ class Result:
 
     @property
     def arrived(self) -> int:
-        return len({p.task_id for p in self.publishes if p.ok} & self.arrived_ids)
+        return len({p.task_id for p in self.publishes if p.ok} & set(self.received))
 
     @property
     def lost(self) -> int:
         return self.returned_ok - self.arrived
+
+    @property
+    def dup(self) -> int:
+        return sum(count - 1 for count in Counter(self.received).values())
+
+    @property
+    def max_delay_s(self) -> float:
+        return max((p.seconds for p in self.publishes), default=0.0)
+
+    @property
+    def raised_but_delivered(self) -> int:
+        """Publishes that raised, were not sent again, and still arrived: the broker had read them.
+
+        A caller that retries such a publish itself sends a second copy.
+        """
+        resent = {p.marker for p in self.publishes if p.ok}
+        return sum(1 for p in self.publishes if not p.ok and p.marker not in resent and p.marker in self.received_markers)
 
     @property
     def pids(self) -> list[int | None]:
@@ -62,11 +94,12 @@ class Result:
     def line(self) -> str:
         return (
             f"scenario={self.scenario} config={self.config} returned_ok={self.returned_ok} "
-            f"arrived={self.arrived} lost={self.lost}"
+            f"arrived={self.arrived} lost={self.lost} raised={self.raised} "
+            f"max_delay_s={self.max_delay_s:.1f} dup={self.dup}"
         )
 
     def detail_lines(self) -> list[str]:
-        lines = [f"raised={self.raised} slowest_publish={max((p.seconds for p in self.publishes), default=0):.2f}s"]
+        lines = [f"raised_but_delivered={self.raised_but_delivered}"] if self.raised else []
         lines += [f"{key}={value}" for key, value in self.details.items()]
         return lines
 
@@ -76,7 +109,7 @@ def pid_runs(pids: list[int | None]) -> list[int]:
     return [len(list(group)) for _, group in groupby(pids)]
 
 
-def await_arrivals(run: PlaneRun, worker: Worker, wanted: set[str], timeout: float = 20.0) -> set[str]:
+def await_arrivals(run: PlaneRun, worker: Worker, wanted: set[str], timeout: float = 20.0) -> None:
     """Wait until the worker executed every id in ``wanted``, or until nothing more can arrive.
 
     "Nothing more" means: the queue is empty and no new task ran for 2 s, checked after at least
@@ -93,7 +126,6 @@ def await_arrivals(run: PlaneRun, worker: Worker, wanted: set[str], timeout: flo
         quiet = time.monotonic() - last_change >= 2 and time.monotonic() - started >= 3
         if quiet and run.vhost.queue_depth() == 0:
             break
-    return worker.executed() & wanted
 
 
 def _connection_timeouts(run: PlaneRun, pid: int) -> list[int]:
@@ -113,8 +145,11 @@ def _publish_many(api: Api, prefix: str, count: int, gap: float = 0.0) -> list[P
 
 def _finish(run: PlaneRun, worker: Worker, api: Api, result: Result) -> Result:
     api.stop()
-    wanted = {p.task_id for p in result.publishes if p.ok}
-    result.arrived_ids = await_arrivals(run, worker, wanted)
+    await_arrivals(run, worker, {p.task_id for p in result.publishes if p.ok})
+    markers = {p.marker for p in result.publishes}  # unique per scenario within one worker's life
+    runs = [(task_id, marker) for task_id, marker in worker.runs() if marker in markers]
+    result.received = [task_id for task_id, _ in runs]
+    result.received_markers = {marker for _, marker in runs}
     result.logs["api"] = api.logs()
     result.logs["api_markers"] = "\n".join(api.marker_lines())
     master = re.search(r"Listening at: \S+ \((\d+)\)", result.logs["api"])
@@ -131,7 +166,7 @@ def gunicorn_rotation(run: PlaneRun, worker: Worker, config: str, max_requests: 
     annotations = {conventions.MAX_REQUESTS_ANNOTATION: str(max_requests)} if max_requests is not None else {}
     name = "gunicorn-rotation" if max_requests is None else f"gunicorn-rotation-at-{max_requests}"
     api = run.start_api(config, annotations)
-    result = Result(name, config, [], set())
+    result = Result(name, config, [])
     try:
         result.publishes = _publish_many(api, name, ROTATION_REQUESTS, gap=ROTATION_GAP)
         result.details["pid_runs"] = pid_runs(result.pids)
@@ -143,7 +178,7 @@ def gunicorn_rotation(run: PlaneRun, worker: Worker, config: str, max_requests: 
 def churn(run: PlaneRun, worker: Worker, config: str) -> Result:
     """Broker-side closes (``rabbitmqctl close_all_connections``) between bursts of publishes."""
     api = run.start_api(config)
-    result = Result("broker-close-churn", config, [], set())
+    result = Result("broker-close-churn", config, [])
     try:
         result.publishes += _publish_many(api, "churn-warm", 3)
         result.details["api_heartbeat"] = _connection_timeouts(run, result.publishes[-1].pid)
@@ -157,18 +192,22 @@ def churn(run: PlaneRun, worker: Worker, config: str) -> Result:
     return result
 
 
-def black_hole(run: PlaneRun, worker: Worker, config: str) -> Result:
-    """The pooled connection starts dropping every packet, with no FIN or RST."""
+def black_hole(run: PlaneRun, worker: Worker, config: str, direction: str = "both") -> Result:
+    """The pooled connection starts dropping every packet, with no FIN or RST.
+
+    ``direction="from-broker"`` (scenario ack-lost): only the broker's packets are dropped, so
+    every publish arrives but its acknowledgement does not.
+    """
     api = run.start_api(config)
-    result = Result("black-hole", config, [], set())
+    result = Result("black-hole" if direction == "both" else "ack-lost", config, [])
     try:
-        result.publishes += _publish_many(api, "hole-warm", 2)
+        result.publishes += _publish_many(api, f"{result.scenario}-warm", 2)
         ports = broker.broker_ports_of(result.publishes[-1].pid)
         result.details["black_holed_ports"] = ports
-        with broker.black_hole(ports):
-            result.publishes += _publish_many(api, "hole-a", 3, gap=0.2)
+        with broker.black_hole(ports, direction):
+            result.publishes += _publish_many(api, f"{result.scenario}-a", 3, gap=0.2)
             time.sleep(2)
-            result.publishes += _publish_many(api, "hole-b", 2)
+            result.publishes += _publish_many(api, f"{result.scenario}-b", 2)
             api.stop()
     finally:
         _finish(run, worker, api, result)
@@ -179,7 +218,7 @@ def idle(run: PlaneRun, worker: Worker, config: str) -> Result:
     """The API pod idles past the heartbeat (guarded: 3 s via the pod annotation) and publishes again."""
     annotations = {conventions.HEARTBEAT_ANNOTATION: str(IDLE_HEARTBEAT)} if config == "guarded" else {}
     api = run.start_api(config, annotations)
-    result = Result("idle-past-heartbeat", config, [], set())
+    result = Result("idle-past-heartbeat", config, [])
     try:
         result.publishes += _publish_many(api, "idle-warm", 2)
         ports_before = broker.broker_ports_of(result.publishes[-1].pid)
@@ -194,6 +233,68 @@ def idle(run: PlaneRun, worker: Worker, config: str) -> Result:
     return result
 
 
+def blocked(run: PlaneRun, worker: Worker, config: str) -> Result:
+    """A RabbitMQ memory alarm: the broker is up but reads nothing from publishing connections.
+
+    Two publishes start while the alarm holds (guarded: each raises at the policy's bound), one
+    starts just before it clears (guarded: it waits, then succeeds), two more after it cleared.
+    """
+    api = run.start_api(config)
+    result = Result("blocked", config, [])
+    try:
+        result.publishes += _publish_many(api, "blocked-warm", 2)
+        late: list[Publish] = []
+        with broker.memory_alarm():
+            alarm_started = time.monotonic()
+            result.publishes += _publish_many(api, "blocked-long", 2)
+            waiting = threading.Thread(target=lambda: late.append(api.publish("blocked-short")), daemon=True)
+            waiting.start()
+            time.sleep(max(1.0, ALARM_SECONDS - (time.monotonic() - alarm_started)))
+            result.details["alarm_s"] = round(time.monotonic() - alarm_started, 1)
+        waiting.join(60)
+        result.publishes += late
+        result.publishes += _publish_many(api, "blocked-after", 2)
+        result.details["bound_s"] = PUBLISH_BOUND
+    finally:
+        _finish(run, worker, api, result)
+    return result
+
+
+def pika_black_hole(run: PlaneRun, _worker: Worker, config: str) -> Result:
+    """The outbox poller's pika connection starts dropping every packet, with no FIN or RST."""
+    run.vhost.bind_queue(EVENTS_QUEUE, "plane.event_stream")
+    run.vhost.drain(EVENTS_QUEUE)
+    poller = run.start_poller(config)
+    result = Result("pika-black-hole", config, [])
+    try:
+        _send_events(poller, f"{config}-warm", 2)
+        ports = broker.broker_ports_of(poller.container.pid)
+        result.details["black_holed_ports"] = ports
+        with broker.black_hole(ports):
+            for index in range(3):
+                poller.add_event(f"{config}-hole-a-{index}")
+                time.sleep(0.2)
+            time.sleep(2)
+            _send_events(poller, f"{config}-hole-b", 2, timeout=PUBLISH_BOUND + 20)
+            poller.stop()  # still inside the black hole: nothing buffered reaches the broker later
+    finally:
+        poller.stop()
+        result.publishes = poller.attempts()
+        result.received = run.vhost.drain(EVENTS_QUEUE)
+        result.received_markers = set(result.received)
+        result.logs["poller"] = poller.logs()
+    return result
+
+
+def _send_events(poller: Poller, prefix: str, count: int, timeout: float = 20.0) -> None:
+    """Put ``count`` events in the outbox and wait until every event so far is marked sent."""
+    for index in range(count):
+        poller.add_event(f"{prefix}-{index}")
+    deadline = time.monotonic() + timeout
+    while any(poller.outbox.glob("*.event")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 Scenario = Callable[[PlaneRun, Worker, str], Result]
 
 SCENARIOS: tuple[tuple[str, Scenario, tuple[str, ...]], ...] = (
@@ -201,7 +302,10 @@ SCENARIOS: tuple[tuple[str, Scenario, tuple[str, ...]], ...] = (
     ("gunicorn-rotation-at-3", lambda run, worker, config: gunicorn_rotation(run, worker, config, 3), ("guarded",)),
     ("broker-close-churn", churn, ("baseline", "guarded")),
     ("black-hole", black_hole, ("baseline", "guarded")),
+    ("ack-lost", lambda run, worker, config: black_hole(run, worker, config, "from-broker"), ("baseline", "guarded")),
     ("idle-past-heartbeat", idle, ("baseline", "guarded")),
+    ("blocked", blocked, ("baseline", "guarded")),
+    ("pika-black-hole", pika_black_hole, ("baseline", "guarded")),
 )
 
 
@@ -210,6 +314,7 @@ def run_all(report: Callable[[Result], None] = lambda result: None) -> list[Resu
     broker.require_broker()
     broker.require_nft()
     broker.remove_stale_black_holes()
+    broker.restore_stale_memory_alarm()
     run = PlaneRun()
     results: list[Result] = []
     try:

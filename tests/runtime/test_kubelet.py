@@ -145,7 +145,8 @@ def _runtime_images():
 
 def test_mutated_api_pod_resolves_to_the_wrapper_and_the_policy_env(tmp_path):
     """The Plane API pod after plane-guard's mutation, as kubelet would start it."""
-    api, _, objects = load_fixtures()
+    pods, objects = load_fixtures()
+    api = pods["api"]
     mount = tmp_path / "runtime"
     pod = apply_patch(api, mutate_pod(api, policy_for(mount)).patch)
     secret = _secret("plane-app-secrets", {"AMQP_URL": "amqp://u:p@h:5672/plane"})
@@ -162,7 +163,8 @@ def test_mutated_api_pod_resolves_to_the_wrapper_and_the_policy_env(tmp_path):
 
 
 def test_init_container_of_a_mutated_pod_installs_the_runtime(tmp_path):
-    _, worker, objects = load_fixtures()
+    pods, objects = load_fixtures()
+    worker = pods["worker"]
     mount = tmp_path / "runtime"
     pod = apply_patch(worker, mutate_pod(worker, policy_for(mount)).patch)
     with Pod(pod, _runtime_images(), objects, log_dir=tmp_path / "logs", switch_user=False) as kubelet:
@@ -173,7 +175,8 @@ def test_init_container_of_a_mutated_pod_installs_the_runtime(tmp_path):
 
 
 def test_run_as_non_root_with_a_root_image_is_refused(tmp_path):
-    _, worker, objects = load_fixtures()
+    pods, objects = load_fixtures()
+    worker = pods["worker"]
     pod = apply_patch(worker, mutate_pod(worker, policy_for(tmp_path / "rt")).patch)
     images = {PLANE_IMAGE: Image(), default_policy().runtime.image: Image(user=0)}
     with Pod(pod, images, objects, log_dir=tmp_path / "logs") as kubelet:

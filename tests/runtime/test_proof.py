@@ -26,7 +26,10 @@ def _one(results: list[Result], scenario: str, config: str) -> Result:
 
 
 def test_table_lines_have_the_promised_form(results):
-    pattern = re.compile(r"^scenario=[a-z0-9-]+ config=(baseline|guarded) returned_ok=\d+ arrived=\d+ lost=\d+$")
+    pattern = re.compile(
+        r"^scenario=[a-z0-9-]+ config=(baseline|guarded) returned_ok=\d+ arrived=\d+ lost=\d+ "
+        r"raised=\d+ max_delay_s=\d+\.\d dup=\d+$"
+    )
     assert all(pattern.match(r.line()) for r in results), [r.line() for r in results]
     assert checks.check_every_scenario_ran(results) == []
 
@@ -41,6 +44,20 @@ def test_the_baseline_loses_tasks_in_the_black_hole(results):
     assert checks.check_baseline_reproduces_loss(results) == []
     baseline = _one(results, "black-hole", "baseline")
     assert baseline.raised == 0, "the loss must be silent: every delay() returned"
+
+
+def test_a_blocked_broker_holds_a_guarded_publish_no_longer_than_the_bound(results):
+    assert checks.check_blocked_publish_is_bounded(results) == []
+    baseline, guarded = _one(results, "blocked", "baseline"), _one(results, "blocked", "guarded")
+    assert baseline.raised == 0 and baseline.lost == 0  # unguarded: buffered, delivered once the alarm cleared
+    assert guarded.lost == 0 and guarded.raised >= 1  # guarded: loud at the bound, never silent
+
+
+def test_pika_publishes_of_the_outbox_poller_are_guarded(results):
+    baseline, guarded = _one(results, "pika-black-hole", "baseline"), _one(results, "pika-black-hole", "guarded")
+    assert baseline.lost > 0 and baseline.raised == 0  # silent: every basic_publish returned
+    assert guarded.lost == 0 and guarded.raised >= 1  # the confirm never came: raised, kept, sent again
+    assert guarded.arrived == guarded.returned_ok == len({p.marker for p in guarded.publishes})
 
 
 def test_rotation_follows_the_pod_not_the_hard_coded_command_line(results):
