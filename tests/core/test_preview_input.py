@@ -5,16 +5,22 @@ previewed (and nothing is printed on stdout); notes about skipped documents go t
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from tests.core.preview_fixtures import CHART, documents, helm_documents, helm_render, preview, write_output_dir
+from tests.core.preview_fixtures import CHART, IMAGE, documents, helm_documents, helm_render, preview, write_output_dir
 from tests.fixtures import golden
+from webhook import cli
 
 POD = golden.load_input("api-envfrom-secret")
 
@@ -206,3 +212,48 @@ def test_reading_does_not_depend_on_the_working_directory(tmp_path):
     result = preview("-f", "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert os.path.join("out", CHART, "templates", "workloads", "api.deployment.yaml") + ":" in result.stderr
+
+
+_TOKENS = st.sampled_from(
+    ["---\n", "# Source: plane/templates/x.yaml\n", "apiVersion: v1\n", "kind: Pod\n", "kind: List\n", "items:\n",
+     "metadata:\n", "  name: x\n", "  namespace: plane\n", "spec:\n", "  containers:\n", "  - name: api\n",
+     f"    image: {IMAGE}\n", "    command: [./bin/docker-entrypoint-api-ee.sh]\n", "    env: []\n", "- 1\n",
+     "  template: {}\n", "kind: Deployment\n", "{{ .Values.x }}\n", "&a x: *a\n", "<<: {a: 1}\n", "\t", " ", ":", "\n",
+     "'", '"', "[", "{", "|\n", "2026-13-45\n", "\x07", "\r\n", "\u2028"]
+)
+
+
+
+
+@st.composite
+def _damaged_render(draw) -> bytes:
+    """A helm render with a few lines deleted, repeated or with a token inserted."""
+    lines = helm_render().split("\n")
+    for _ in range(draw(st.integers(0, 4))):
+        at = draw(st.integers(0, len(lines) - 1))
+        action = draw(st.sampled_from(["delete", "repeat", "insert"]))
+        if action == "delete":
+            del lines[at]
+        elif action == "repeat":
+            lines.insert(at, lines[at])
+        else:
+            lines.insert(at, draw(_TOKENS).rstrip("\n"))
+    return "\n".join(lines).encode()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(_damaged_render(), st.lists(_TOKENS, max_size=40).map("".join).map(str.encode), st.binary(max_size=64)),
+    st.sampled_from(["", "--diff", "--patch"]),
+)
+def test_any_input_gets_an_answer_never_a_traceback(content, output):
+    """In-process, so hypothesis can try many inputs: exit 0 or 2, and a message when 2."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "input.yaml"
+        path.write_bytes(content)
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = cli.main(["preview", "-f", str(path), *([output] if output else [])])
+    assert code in (0, 2)
+    if code == 2:
+        assert stderr.getvalue().splitlines()[-1].startswith("error: ") and stdout.getvalue() == ""
