@@ -22,7 +22,7 @@ import bisect
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import yaml
 
@@ -70,9 +70,14 @@ class Previewed:
         return f"{self.original['kind']} {where}{self.name}"
 
     @property
-    def place(self) -> str:
+    def line(self) -> int:
+        """0-based line where the object starts in its source."""
         node = _node_at(self.document.node, self.pointer)
-        return f"{self.document.source.name}:{node.start_mark.line + 1}" if node else self.document.place
+        return node.start_mark.line if node is not None else self.document.line
+
+    @property
+    def place(self) -> str:
+        return f"{self.document.source.name}:{self.line + 1}"
 
     def document_patch(self) -> list[dict[str, Any]]:
         """The patch as operations on the whole document (List items and templates included)."""
@@ -217,10 +222,8 @@ def _patches(run: Run) -> list[dict[str, Any]]:
     ]
 
 
-def _heading(run: Run, source: Source):
-    marks = sorted(
-        (_node_at(r.document.node, r.pointer).start_mark.line, r.label) for r in run.results if r.document.source is source
-    )
+def _heading(run: Run, source: Source) -> Callable[[int], str]:
+    marks = sorted((r.line, r.label) for r in run.results if r.document.source is source)
     starts = [line for line, _ in marks]
 
     def heading(line: int) -> str:
@@ -237,7 +240,7 @@ def _fallback_reason(document: Document) -> str:
         return "it is JSON or flow-style YAML"
     if has_aliases(document.node):
         return "it uses YAML anchors and aliases"
-    return "its layout (anchors, merge keys, duplicate keys ...) could not be edited line by line"
+    return "its layout (merge keys, duplicate keys ...) could not be edited line by line"
 
 
 def _diff(run: Run) -> tuple[list[str], list[str]]:
@@ -246,10 +249,11 @@ def _diff(run: Run) -> tuple[list[str], list[str]]:
     notes: list[str] = []
     for source in run.sources:
         lines = source.text.split("\n")
+        in_place = editable(source.text)
         edits, fallbacks = [], []
         for document in (d for d in run.documents if d.source is source and d.data is not None):
             mutated = run.mutated(document)
-            found = document_edits(lines, document.node, document.data, mutated) if editable(source.text) else None
+            found = document_edits(lines, document.node, document.data, mutated) if in_place else None
             if found is None:
                 fallbacks.append((document, mutated))
             else:

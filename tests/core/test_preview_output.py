@@ -154,6 +154,20 @@ def test_a_mixed_stream_diffs_editable_documents_in_place_and_the_rest_normalise
     assert documents(patched)[:6] == documents(preview("-f", "-", stdin=helm_render()).stdout)
 
 
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [POD, POD]}), "it uses YAML anchors and aliases"),
+        (yaml.safe_dump(POD).replace("\n", "\r"), "the file breaks lines with CR, NEL, LS or PS"),
+    ],
+)
+def test_documents_that_cannot_be_edited_in_place_say_why(text, reason):
+    result = preview("-f", "-", "--diff", stdin=text)
+    assert result.returncode == 0, result.stderr
+    assert f"stdin:1 (document 1): {reason}, so its diff compares normalised YAML" in result.stderr
+    assert result.stdout.startswith("--- stdin\tdocument 1 (") and "normalised YAML: line numbers count in this document" in result.stdout
+
+
 def test_crlf_files_keep_their_line_ends():
     text = helm_render().replace("\n", "\r\n")
     result = preview("-f", "-", "--diff", stdin=text)
