@@ -202,10 +202,10 @@ def load(args: argparse.Namespace, policy: Policy) -> Run:
     results = []
     for document in documents:
         if document.data is None:
-            notes.append(f"{document.describe()} is empty; skipped")
+            notes.append(f"{document.reference()} is empty; skipped")
             continue
-        for pointer, value in _objects(document.data, "", document.describe(), notes):
-            namespace = _namespace(value, args.namespace, document.describe())
+        for pointer, value in _objects(document.data, "", document.reference(), notes):
+            namespace = _namespace(value, args.namespace, document.reference())
             results.append(preview_object(document, pointer, value, policy, args.namespace_label, namespace))
     if not results:
         for note in notes:
@@ -267,7 +267,7 @@ def _diff(run: Run) -> tuple[list[str], list[str]]:
                 continue
             labels = [r.label for r in run.results if r.document is document]
             title = labels[0] if len(labels) == 1 else f"{document.data.get('kind')} of {len(labels)} objects"
-            notes.append(f"{document.describe()}: {_fallback_reason(document)}, so its diff compares normalised YAML")
+            notes.append(f"{document.reference()}: {_fallback_reason(document)}, so its diff compares normalised YAML")
             where = f"{source.name}\tdocument {document.index} ({title}), normalised YAML"
             headers = Headers(f"{where}: line numbers count in this document, not in the file", f"{where}, as plane-guard would admit it")
             out += unified(dump_lines(document.data), dump_lines(mutated), headers, lambda _: title)

@@ -55,7 +55,7 @@ class Document:
         """``file:line`` (1-based), as editors and compilers print it."""
         return f"{self.source.name}:{self.line + 1}"
 
-    def describe(self) -> str:
+    def reference(self) -> str:
         origin = f", # Source: {self.helm_source}" if self.helm_source else ""
         return f"{self.place} (document {self.index}{origin})"
 
@@ -102,7 +102,9 @@ def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
         for name in names:
             path = Path(root) / name
             (manifests if path.suffix.lower() in MANIFEST_SUFFIXES else others).append(path)
-    order = lambda p: p.relative_to(folder).parts  # noqa: E731
+    def order(path: Path) -> tuple[str, ...]:
+        return path.relative_to(folder).parts
+
     return sorted(manifests, key=order), sorted(others, key=order)
 
 
