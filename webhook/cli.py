@@ -54,13 +54,35 @@ def _parser() -> argparse.ArgumentParser:
         "--cert-check-interval", type=float, default=2.0, help="seconds between checks of the certificate files (default 2)"
     )
 
-    preview = commands.add_parser("preview", help="show what the webhook would do to manifests, offline")
-    preview.add_argument("-f", "--filename", required=True, help="YAML or JSON file with one or more documents; - for stdin")
+    preview = commands.add_parser(
+        "preview",
+        help="show what the webhook would do to manifests, offline",
+        description="Exit 0 when at least one Kubernetes object was previewed; 2, with a message, when nothing could be.",
+    )
+    preview.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        help="rendered YAML or JSON manifests: a file, a directory (read recursively, as helm template --output-dir "
+        "writes it) or - for stdin; repeatable",
+    )
     preview.add_argument("--policy", metavar="FILE", help="policy YAML (default: the embedded default policy)")
     output = preview.add_mutually_exclusive_group()
-    output.add_argument("--diff", action="store_true", help="print a unified diff instead of the mutated YAML")
-    output.add_argument("--patch", action="store_true", help="print the RFC 6902 patch the webhook would return (single Pod)")
-    preview.add_argument("-n", "--namespace", help="namespace to assume for documents that name none")
+    output.add_argument(
+        "--diff", action="store_true", help="print a unified diff against the lines of your own files instead of the mutated YAML"
+    )
+    output.add_argument(
+        "--patch",
+        action="store_true",
+        help="print, for every object that carries a pod, the RFC 6902 patch the webhook would return for its pods, "
+        "labelled with kind, namespace and name",
+    )
+    preview.add_argument(
+        "-n",
+        "--namespace",
+        help="namespace of objects that name none, as with kubectl; an object naming another namespace is an error",
+    )
     preview.add_argument(
         "--namespace-label",
         choices=("enabled", "audit", "none"),

@@ -1,23 +1,35 @@
 """Offline preview: what the webhook would do to manifests, without a cluster.
 
 Runs the same ``mutate_pod`` as the webhook on Pods and on the pod templates of workload kinds,
-so an operator can review the change (or the exact RFC 6902 patch) before opting a namespace in.
+so an operator can review the change before opting a namespace in. Input is read the way
+``kubectl -f`` reads it (files, directories recursively, ``-`` for stdin; ``kind: List``
+expanded; ``-n`` is the namespace of objects that name none), see ``preview_source``.
+
+Outputs: the mutated YAML (normalised by PyYAML); ``--diff``, a unified diff against the user's
+own lines (``preview_diff`` explains how, and when it falls back to normalised YAML and says
+so); ``--patch``, the webhook's RFC 6902 patch for every object that carries a pod, labelled
+with kind, namespace, name and place. A summary goes to stderr.
+
+Exit 0 when at least one Kubernetes object was previewed; exit 2, with a message and no
+output, when nothing could be: unreadable or binary input, YAML that does not parse, no
+objects at all, an object in another namespace than ``-n``, an invalid policy.
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
+import bisect
 import json
 import sys
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import yaml
 
 from webhook.mutation import Outcome, apply_patch, mutate_pod
 from webhook.policy import Policy, load_or_report
+from webhook.preview_diff import Headers, apply_edits, document_edits, dump_lines, editable, has_aliases, unified
+from webhook.preview_source import RENDER_HINT, STDIN, Document, InputError, Source, parse, read_sources, template_warning
 
 #: Where each kind keeps the pod (template) the webhook would see, as a JSON pointer.
 TEMPLATE_PATHS = {
@@ -34,19 +46,46 @@ TEMPLATE_PATHS = {
 
 @dataclass(frozen=True)
 class Previewed:
-    """One document: as given, as the webhook would leave it, and why."""
+    """One Kubernetes object: where it is, its pod (template), and what the webhook decided."""
 
-    original: Any
-    mutated: Any
+    document: Document
+    pointer: str
+    original: dict[str, Any]
+    namespace: str | None
+    template: str | None
     outcome: Outcome | None
     patch: list[dict[str, Any]]
 
     @property
+    def name(self) -> str:
+        metadata = _map(self.original.get("metadata"))
+        name, generate = metadata.get("name"), metadata.get("generateName")
+        if isinstance(name, str) and name:
+            return name
+        return f"{generate}(generated)" if isinstance(generate, str) and generate else "(unnamed)"
+
+    @property
     def label(self) -> str:
-        if not isinstance(self.original, dict):
-            return "(not an object)"
-        name = (self.original.get("metadata") or {}).get("name") or "(unnamed)"
-        return f"{self.original.get('kind', '(no kind)')}/{name}"
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.original['kind']} {where}{self.name}"
+
+    @property
+    def line(self) -> int:
+        """0-based line where the object starts in its source."""
+        node = _node_at(self.document.node, self.pointer)
+        return node.start_mark.line if node is not None else self.document.line
+
+    @property
+    def place(self) -> str:
+        return f"{self.document.source.name}:{self.line + 1}"
+
+    def document_patch(self) -> list[dict[str, Any]]:
+        """The patch as operations on the whole document (List items and templates included)."""
+        return [{**op, "path": self.pointer + (self.template or "") + op["path"]} for op in self.patch]
+
+
+def _map(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _resolve(document: Any, pointer: str) -> Any:
@@ -58,59 +97,185 @@ def _resolve(document: Any, pointer: str) -> Any:
     return node
 
 
-def preview_document(document: Any, policy: Policy, apply: bool = True) -> Previewed:
-    """Mutate the document's pod or pod template; ``apply=False`` reports without changing."""
-    pointer = TEMPLATE_PATHS.get(document.get("kind")) if isinstance(document, dict) else None
-    template = _resolve(document, pointer) if pointer is not None else None
-    if template is None:
-        return Previewed(document, document, None, [])
-    outcome = mutate_pod(template, policy)
-    patch = [{**op, "path": pointer + op["path"]} for op in outcome.patch]
-    mutated = apply_patch(document, patch) if apply and patch else document
-    return Previewed(document, mutated, outcome, patch)
-
-
-def _texts(filename: str) -> Iterator[str]:
-    if filename == "-":
-        yield sys.stdin.read()
-        return
-    path = Path(filename)
-    files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json")) if path.is_dir() else [path]
-    for file in files:
-        yield file.read_text(encoding="utf-8")
-
-
-def read_documents(filename: str) -> list[Any]:
-    """Every document of a YAML or JSON stream, file or directory (like ``kubectl -f``);
-    ``kind: List`` is expanded into its items."""
-    documents: list[Any] = []
-    for document in (d for text in _texts(filename) for d in yaml.safe_load_all(text)):
-        if document is None:
-            continue
-        if isinstance(document, dict) and document.get("kind") == "List" and isinstance(document.get("items"), list):
-            documents.extend(document["items"])
+def _node_at(node: yaml.Node | None, pointer: str) -> yaml.Node | None:
+    for part in pointer.split("/")[1:]:
+        if isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            node = node.value[int(part)]
+        elif isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part), None)
         else:
-            documents.append(document)
-    return documents
+            return None
+    return node
+
+
+def _not_an_object(value: Any) -> str | None:
+    """Why a document (or List item) is not a Kubernetes object, or None when it is one."""
+    if not isinstance(value, dict):
+        kind = {list: "a list", str: "a string", bool: "true or false", int: "a number", float: "a number"}.get(type(value), "a value")
+        return f"{kind}, not a Kubernetes object"
+    missing = [key for key in ("apiVersion", "kind") if not isinstance(value.get(key), str) or not value.get(key)]
+    return f"not a Kubernetes object (no {' and no '.join(missing)})" if missing else None
+
+
+def _objects(value: Any, pointer: str, where: str, notes: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The objects of a document, ``kind: List`` (and ``PodList`` ...) expanded like kubectl does."""
+    problem = _not_an_object(value)
+    if problem:
+        notes.append(f"{where} is {problem}; passed through unchanged")
+        return
+    if value["kind"].endswith("List") and isinstance(value.get("items"), list):
+        for index, item in enumerate(value["items"]):
+            yield from _objects(item, f"{pointer}/items/{index}", f"{where} {value['kind']} item {index + 1}", notes)
+        return
+    yield pointer, value
+
+
+def describe(outcome: Outcome | None, mode: str) -> list[str]:
+    """How the webhook treats one pod (template): a summary, then indented details."""
+    if mode == "none":
+        return ["unchanged: the namespace is not opted in"]
+    if outcome is None:
+        return ["no pod template; unchanged"]
+    if not outcome.matched:
+        return [f"unchanged ({', '.join(outcome.reasons) or 'no Plane container'})"]
+    roles = ", ".join(f"{c}={r}" for c, r in outcome.roles.items())
+    verb = "would change" if mode == "audit" else "changes"
+    lines = [f"roles {roles}; {verb} {len(outcome.changes)}: {', '.join(outcome.changes) or '-'}"]
+    lines += [f"  reason: {reason}" for reason in outcome.reasons]
+    lines += [f"  warning: {warning}" for warning in outcome.warnings]
+    return lines
+
+
+def preview_object(document: Document, pointer: str, value: dict[str, Any], policy: Policy, mode: str, namespace: str | None) -> Previewed:
+    template = TEMPLATE_PATHS.get(value["kind"])
+    pod = _resolve(value, template) if template is not None else None
+    if pod is None or mode == "none":
+        return Previewed(document, pointer, value, namespace, template if pod is not None else None, None, [])
+    outcome = mutate_pod(pod, policy)
+    return Previewed(document, pointer, value, namespace, template, outcome, outcome.patch if mode == "enabled" else [])
+
+
+def _namespace(value: dict[str, Any], given: str | None, where: str) -> str | None:
+    own = _map(value.get("metadata")).get("namespace")
+    if not isinstance(own, str) or not own:
+        return given
+    if given and own != given:
+        raise InputError(
+            f"{where}: {value['kind']} {own}/{_map(value.get('metadata')).get('name')} names namespace {own}, "
+            f"but -n {given} was given (kubectl would refuse it too): pass -n {own}, or leave -n out"
+        )
+    return own
+
+
+@dataclass
+class Run:
+    """Everything read and decided, before anything is printed."""
+
+    sources: list[Source]
+    documents: list[Document]
+    results: list[Previewed]
+    notes: list[str]
+
+    def mutated(self, document: Document) -> Any:
+        ops = [op for r in self.results if r.document is document for op in r.document_patch()]
+        return apply_patch(document.data, ops) if ops else document.data
+
+
+def _nothing_to_preview(sources: list[Source], documents: list[Document]) -> InputError:
+    names = ", ".join(s.name for s in sources)
+    if all(not s.text.strip() for s in sources):
+        after_pipe = (
+            " (if it came from a pipe, the command before it failed or printed nothing: helm template prints its errors above)"
+            if any(s.name == STDIN for s in sources)
+            else ""
+        )
+        return InputError(f"{names} {'is' if len(sources) == 1 else 'are'} empty: nothing to preview{after_pipe}")
+    if all(d.data is None for d in documents):
+        return InputError(f"{names} holds only comments and empty documents: nothing to preview")
+    return InputError(f"no Kubernetes objects in {names} (no document has apiVersion and kind): preview reads rendered manifests; {RENDER_HINT}")
+
+
+def load(args: argparse.Namespace, policy: Policy) -> Run:
+    sources, notes = read_sources(args.filename, sys.stdin.buffer)
+    documents = [d for source in sources for d in parse(source)]
+    notes += [w for w in map(template_warning, sources) if w]
+    results = []
+    for document in documents:
+        if document.data is None:
+            notes.append(f"{document.reference()} is empty; skipped")
+            continue
+        for pointer, value in _objects(document.data, "", document.reference(), notes):
+            namespace = _namespace(value, args.namespace, document.reference())
+            results.append(preview_object(document, pointer, value, policy, args.namespace_label, namespace))
+    if not results:
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        raise _nothing_to_preview(sources, documents)
+    return Run(sources, documents, results, notes)
+
+
+def _patches(run: Run) -> list[dict[str, Any]]:
+    return [
+        {"kind": r.original["kind"], "namespace": r.namespace, "name": r.name, "source": r.place, "pod": r.template, "patch": r.patch}
+        for r in run.results
+        if r.template is not None
+    ]
+
+
+def _heading(run: Run, source: Source) -> Callable[[int], str]:
+    marks = sorted((r.line, r.label) for r in run.results if r.document.source is source)
+    starts = [line for line, _ in marks]
+
+    def heading(line: int) -> str:
+        at = bisect.bisect_right(starts, line) - 1
+        return marks[at][1] if at >= 0 else ""
+
+    return heading
+
+
+def _fallback_reason(document: Document) -> str:
+    if not editable(document.source.text):
+        return "the file breaks lines with CR, NEL, LS or PS"
+    if getattr(document.node, "flow_style", None):
+        return "it is JSON or flow-style YAML"
+    if has_aliases(document.node):
+        return "it uses YAML anchors and aliases"
+    return "its layout (merge keys, duplicate keys ...) could not be edited line by line"
+
+
+def _diff(run: Run) -> tuple[list[str], list[str]]:
+    """Diff lines against each file's own text; normalised YAML only where that cannot be done."""
+    out: list[str] = []
+    notes: list[str] = []
+    for source in run.sources:
+        lines = source.text.split("\n")
+        in_place = editable(source.text)
+        edits, fallbacks = [], []
+        for document in (d for d in run.documents if d.source is source and d.data is not None):
+            mutated = run.mutated(document)
+            found = document_edits(lines, document.node, document.data, mutated) if in_place else None
+            if found is None:
+                fallbacks.append((document, mutated))
+            else:
+                edits += found
+        before, after = lines, apply_edits(lines, edits)
+        if before[-1:] == after[-1:] == [""]:
+            before, after = before[:-1], after[:-1]
+        out += unified(before, after, Headers(source.name, f"{source.name}\t(as plane-guard would admit it)"), _heading(run, source))
+        for document, mutated in fallbacks:
+            if mutated == document.data:
+                continue
+            labels = [r.label for r in run.results if r.document is document]
+            title = labels[0] if len(labels) == 1 else f"{document.data.get('kind')} of {len(labels)} objects"
+            notes.append(f"{document.reference()}: {_fallback_reason(document)}, so its diff compares normalised YAML")
+            where = f"{source.name}\tdocument {document.index} ({title}), normalised YAML"
+            headers = Headers(f"{where}: line numbers count in this document, not in the file", f"{where}, as plane-guard would admit it")
+            out += unified(dump_lines(document.data), dump_lines(mutated), headers, lambda _: title)
+    return out, notes
 
 
 def _dump(documents: list[Any]) -> str:
     return "---\n".join(yaml.safe_dump(d, sort_keys=False, default_flow_style=False) for d in documents)
-
-
-def _report(results: list[Previewed], mode: str) -> Iterator[str]:
-    for result in results:
-        outcome = result.outcome
-        if outcome is None:
-            yield f"{result.label}: no pod template; unchanged"
-            continue
-        roles = ", ".join(f"{c}={r}" for c, r in outcome.roles.items()) or "none"
-        verb = "would change" if mode == "audit" else "changes"
-        yield f"{result.label}: roles {roles}; {verb} {len(outcome.changes)}: {', '.join(outcome.changes) or '-'}"
-        for reason in outcome.reasons:
-            yield f"  reason: {reason}"
-        for warning in outcome.warnings:
-            yield f"  warning: {warning}"
 
 
 def preview_command(args: argparse.Namespace) -> int:
@@ -119,35 +284,29 @@ def preview_command(args: argparse.Namespace) -> int:
     if policy is None:
         return 2
     try:
-        documents = read_documents(args.filename)
-    except OSError as error:
-        print(f"cannot read {args.filename}: {error.strerror}", file=sys.stderr)
-        return 1
-    except yaml.YAMLError as error:
-        print(f"{args.filename} is not valid YAML or JSON: {error}", file=sys.stderr)
-        return 1
+        run = load(args, policy)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     mode = args.namespace_label
     if mode == "none":
         namespace = args.namespace or "the namespace"
         print(f"{namespace} is not opted in (label it plane-guard.io/inject=enabled or =audit); nothing changes", file=sys.stderr)
-    results = [
-        preview_document(d, policy, apply=mode == "enabled") if mode != "none" else Previewed(d, d, None, [])
-        for d in documents
-    ]
-    if mode != "none":
-        for line in _report(results, mode):
-            print(line, file=sys.stderr)
+    for result in run.results:
+        first, *details = describe(result.outcome, mode)
+        origin = f", # Source: {result.document.helm_source}" if result.document.helm_source and not result.pointer else ""
+        print(f"{result.label} ({result.place}{origin}): {first}", *details, sep="\n", file=sys.stderr)
 
     if args.patch:
-        pods = [r for r in results if isinstance(r.original, dict) and r.original.get("kind") == "Pod"]
-        if len(results) != 1 or len(pods) != 1:
-            print("--patch needs exactly one Pod document (the webhook patches Pods, not templates)", file=sys.stderr)
-            return 2
-        print(json.dumps(pods[0].patch if mode == "enabled" else [], indent=2))
-        return 0
-    before, after = _dump([r.original for r in results]), _dump([r.mutated for r in results])
-    if args.diff:
-        sys.stdout.writelines(difflib.unified_diff(before.splitlines(True), after.splitlines(True), "original", "mutated"))
+        output = json.dumps(_patches(run), indent=2, default=str) + "\n"
+    elif args.diff:
+        lines, notes = _diff(run)
+        run.notes += notes
+        output = "".join(lines)
     else:
-        sys.stdout.write(after)
+        output = _dump([run.mutated(d) for d in run.documents if d.data is not None])
+    for note in run.notes:
+        print(f"note: {note}", file=sys.stderr)
+    sys.stdout.write(output)
     return 0
+

@@ -1,16 +1,18 @@
-"""``plane-guard preview`` on workload kinds, multi-document YAML, stdin, diff and audit."""
+"""``plane-guard preview`` on workload kinds, multi-document YAML, stdin, diff and audit.
+
+Reading odd input is covered in ``test_preview_input``; ``--patch``, ``--diff`` and ``-n`` on
+helm output in ``test_preview_output``."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import jsonpatch
 import kubernetes_validate
 import pytest
 import yaml
 
+from tests.core.preview_fixtures import expected_patch, preview
 from tests.fixtures import golden
 from webhook import conventions as names
 from webhook.preview import TEMPLATE_PATHS
@@ -34,13 +36,6 @@ def workload(kind: str) -> dict:
     return {"apiVersion": api, "kind": kind, "metadata": {"name": "plane-api-wl", "namespace": "plane"}, "spec": spec}
 
 
-def preview(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "webhook.cli", "preview", *args],
-        input=stdin, capture_output=True, text=True, timeout=60, check=False,
-    )
-
-
 def template_of(document: dict) -> dict:
     node = document
     for part in TEMPLATE_PATHS[document["kind"]].split("/")[1:]:
@@ -57,7 +52,7 @@ def test_workload_templates_are_mutated_and_stay_valid(kind):
     container = template_of(mutated)["spec"]["containers"][0]
     assert container["command"][:2] == ["/bin/sh", "/plane-guard/entrypoint.sh"]
     assert names.STATUS_ANNOTATION in template_of(mutated)["metadata"]["annotations"]
-    assert f"{kind}/plane-api-wl: roles plane-api=api" in result.stderr
+    assert f"{kind} plane/plane-api-wl (stdin:1): roles plane-api=api" in result.stderr
 
 
 def test_multi_document_stream_keeps_every_document_in_order():
@@ -67,7 +62,7 @@ def test_multi_document_stream_keeps_every_document_in_order():
     out = list(yaml.safe_load_all(result.stdout))
     assert [d["kind"] for d in out] == ["ConfigMap", "Deployment", "Pod"]
     assert out[0] == documents[0]
-    assert "ConfigMap/plane-app-vars: no pod template; unchanged" in result.stderr
+    assert "ConfigMap plane-app-vars (stdin:1): no pod template; unchanged" in result.stderr
 
 
 def test_patch_output_is_the_webhook_patch_and_applies(tmp_path):
@@ -75,21 +70,18 @@ def test_patch_output_is_the_webhook_patch_and_applies(tmp_path):
     path.write_text(json.dumps(POD))
     result = preview("-f", str(path), "--patch")
     assert result.returncode == 0, result.stderr
-    patch = json.loads(result.stdout)
-    assert patch == json.loads((golden.PODS / "api-envfrom-secret" / "patch.json").read_text())
-    assert jsonpatch.apply_patch(POD, patch)["spec"]["containers"][0]["command"][0] == "/bin/sh"
+    [entry] = json.loads(result.stdout)
+    assert entry["kind"] == "Pod" and entry["namespace"] == "plane" and entry["pod"] == ""
+    assert entry["source"] == f"{path}:1"
+    assert entry["patch"] == expected_patch(POD)
+    assert jsonpatch.apply_patch(POD, entry["patch"])["spec"]["containers"][0]["command"][0] == "/bin/sh"
 
 
 def test_patch_of_an_untouched_pod_is_an_empty_array():
     foreign = json.loads(json.dumps(POD))
     foreign["spec"]["containers"][0]["image"] = "nginx:1.27"
     result = preview("-f", "-", "--patch", stdin=json.dumps(foreign))
-    assert result.returncode == 0 and json.loads(result.stdout) == []
-
-
-def test_patch_refuses_more_than_one_document():
-    result = preview("-f", "-", "--patch", stdin=yaml.safe_dump_all([POD, POD]))
-    assert result.returncode == 2 and "exactly one Pod" in result.stderr
+    assert result.returncode == 0 and json.loads(result.stdout)[0]["patch"] == []
 
 
 def test_diff_only_adds_lines_for_a_stock_pod():
@@ -108,7 +100,7 @@ def test_audit_label_reports_but_changes_nothing():
     assert yaml.safe_load(result.stdout) == POD
     assert "would change" in result.stderr and "plane-api:entrypoint" in result.stderr
     patch = preview("-f", "-", "--namespace-label", "audit", "--patch", stdin=yaml.safe_dump(POD))
-    assert json.loads(patch.stdout) == []
+    assert [e["patch"] for e in json.loads(patch.stdout)] == [[]]
 
 
 def test_namespace_not_opted_in_changes_nothing():
@@ -117,29 +109,6 @@ def test_namespace_not_opted_in_changes_nothing():
     assert "plane is not opted in" in result.stderr
 
 
-@pytest.mark.parametrize(
-    ("args", "stdin", "code", "message"),
-    [
-        (["-f", "/nonexistent/x.yaml"], None, 1, "cannot read /nonexistent/x.yaml"),
-        (["-f", "-"], "a: [\n", 1, "not valid YAML or JSON"),
-        (["-f", "-", "--policy", "/nonexistent/p.yaml"], "", 2, "cannot read the policy file"),
-    ],
-)
-def test_bad_input_gets_a_clear_message(args, stdin, code, message):
-    result = preview(*args, stdin=stdin)
-    assert result.returncode == code and message in result.stderr
-
-
-def test_list_kind_is_expanded():
-    result = preview("-f", "-", stdin=yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [POD]}))
-    assert result.returncode == 0
-    assert yaml.safe_load(result.stdout)["spec"]["containers"][0]["command"][0] == "/bin/sh"
-
-
-def test_a_directory_is_read_like_kubectl_does(tmp_path):
-    (tmp_path / "a.yaml").write_text(yaml.safe_dump(workload("Deployment")))
-    (tmp_path / "b.json").write_text(json.dumps(POD))
-    (tmp_path / "notes.txt").write_text("not a manifest")
-    result = preview("-f", str(tmp_path))
-    assert result.returncode == 0, result.stderr
-    assert [d["kind"] for d in yaml.safe_load_all(result.stdout)] == ["Deployment", "Pod"]
+def test_a_bad_policy_is_reported_before_reading_input():
+    result = preview("-f", "-", "--policy", "/nonexistent/p.yaml", stdin="")
+    assert result.returncode == 2 and "cannot read the policy file" in result.stderr

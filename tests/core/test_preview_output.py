@@ -1,0 +1,230 @@
+"""``--patch``, ``--diff`` and ``-n`` on helm output: our helm-shaped fixtures and the real renders
+of Plane's charts in ``../shared/context/plane-charts`` (read at run time, never copied).
+
+Expectations are computed with ``mutate_pod`` while the test runs, so they follow the mutation."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.core.preview_fixtures import (
+    REAL_RENDER_NAMES,
+    REAL_RENDERS,
+    apply_unified,
+    documents,
+    expected_patch,
+    helm_render,
+    preview,
+)
+from tests.fixtures import golden
+from webhook.preview import TEMPLATE_PATHS
+from webhook.preview_diff import apply_edits, document_edits, dump_lines
+
+POD = golden.load_input("api-envfrom-secret")
+
+
+def _label(document: dict, namespace: str | None = None) -> str:
+    ns = document["metadata"].get("namespace") or namespace
+    return f"{document['kind']} {ns + '/' if ns else ''}{document['metadata']['name']}"
+
+
+def _check_patches(text: str, stdout: str, namespace: str | None = None) -> list[dict]:
+    """One labelled entry per object with a pod, in input order, each the webhook's own patch."""
+    entries = json.loads(stdout)
+    workloads = [d for d in documents(text) if d["kind"] in TEMPLATE_PATHS]
+    assert [(e["kind"], e["namespace"], e["name"]) for e in entries] == [
+        (d["kind"], d["metadata"].get("namespace") or namespace, d["metadata"]["name"]) for d in workloads
+    ]
+    for entry, workload in zip(entries, workloads):
+        assert entry["pod"] == TEMPLATE_PATHS[workload["kind"]]
+        assert entry["patch"] == expected_patch(workload), entry["name"]
+        line = int(entry["source"].rpartition(":")[2])
+        assert text.split("\n")[line - 1] == "apiVersion: " + workload["apiVersion"], entry
+    return entries
+
+
+def _check_diff(text: str, diff: str, mutated_stdout: str) -> list[str]:
+    """The diff applies to the user's text line for line and gives exactly the mutated objects."""
+    assert "normalised" not in diff
+    patched, headings = apply_unified(text, diff)
+    assert documents(patched) == documents(mutated_stdout)
+    changed = [_label(d) for d, m in zip(documents(text), documents(mutated_stdout)) if d != m]
+    assert set(headings) == set(changed)
+    return headings
+
+
+def test_patch_gives_one_labelled_patch_per_object_of_a_helm_render():
+    text = helm_render()
+    result = preview("-f", "-", "--patch", stdin=text)
+    assert result.returncode == 0, result.stderr
+    entries = _check_patches(text, result.stdout)
+    assert [e["name"] for e in entries if e["patch"]] == ["plane-api-wl", "plane-worker-wl", "plane-beat-worker-wl"]
+    assert [e["name"] for e in entries if not e["patch"]] == ["plane-api-migrate"]
+
+
+def test_patch_in_audit_or_not_opted_in_is_labelled_and_empty():
+    for label in ("audit", "none"):
+        result = preview("-f", "-", "--patch", "--namespace-label", label, stdin=helm_render())
+        assert result.returncode == 0, result.stderr
+        assert {e["name"]: e["patch"] for e in json.loads(result.stdout)}["plane-api-wl"] == []
+
+
+def test_diff_hunks_are_the_users_own_lines():
+    text = helm_render()
+    diff = preview("-f", "-", "--diff", stdin=text)
+    mutated = preview("-f", "-", stdin=text)
+    assert diff.returncode == 0 and mutated.returncode == 0, diff.stderr
+    assert diff.stdout.startswith("--- stdin\n+++ stdin\t")
+    headings = _check_diff(text, diff.stdout, mutated.stdout)
+    assert "Deployment plane/plane-worker-wl" in headings
+    removed = [line for line in diff.stdout.splitlines() if line.startswith("-") and not line.startswith("---")]
+    # The only line of the user's that goes: the worker's own pool limit, replaced by the policy's.
+    assert removed == ['-            value: "1"']
+    lines = diff.stdout.splitlines()
+    assert lines[lines.index(removed[0]) - 1] == "           - name: CELERY_BROKER_POOL_LIMIT   # tuned by hand"
+    assert "\n+          - /plane-guard/entrypoint.sh\n           - /bin/bash\n" in diff.stdout
+
+
+@pytest.mark.parametrize("name", REAL_RENDER_NAMES)
+def test_real_chart_renders_patch_and_diff(name):
+    """``helm template`` of plane-ce and plane-enterprise piped in as a user would."""
+    text = (REAL_RENDERS / name).read_text()
+    patch = preview("-f", "-", "--patch", stdin=text)
+    diff = preview("-f", "-", "--diff", stdin=text)
+    mutated = preview("-f", "-", stdin=text)
+    for result in (patch, diff, mutated):
+        assert result.returncode == 0, result.stderr
+        notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+        assert all(line.endswith("is empty; skipped") for line in notes), notes  # helm prints empty templates
+    entries = _check_patches(text, patch.stdout)
+    changed = {e["name"] for e in entries if e["patch"]}
+    assert {"plane-api-wl", "plane-worker-wl", "plane-beat-worker-wl"} <= changed
+    if name == "plane-enterprise-full.yaml":
+        assert {"plane-external-api-wl", "plane-worker-importers-wl"} <= changed
+    headings = _check_diff(text, diff.stdout, mutated.stdout)
+    assert {f"Deployment plane/{n}" for n in changed} == set(headings)
+
+
+def test_namespace_option_names_objects_that_have_none():
+    text = helm_render(namespace=None)
+    result = preview("-f", "-", "--patch", "-n", "plane", stdin=text)
+    assert result.returncode == 0, result.stderr
+    _check_patches(text, result.stdout, namespace="plane")
+    assert "Deployment plane/plane-api-wl (stdin:" in result.stderr
+    without = preview("-f", "-", "--patch", stdin=text)
+    assert {e["namespace"] for e in json.loads(without.stdout)} == {None}
+    assert "Deployment plane-api-wl (stdin:" in without.stderr
+    opted_out = preview("-f", "-", "-n", "plane", "--namespace-label", "none", stdin=text)
+    assert "plane is not opted in" in opted_out.stderr
+
+
+def test_namespace_option_refuses_objects_of_another_namespace_like_kubectl():
+    result = preview("-f", "-", "-n", "other", stdin=helm_render())
+    assert result.returncode == 2 and result.stdout == ""
+    assert "ConfigMap plane/plane-app-vars names namespace plane, but -n other was given" in result.stderr
+    assert "pass -n plane, or leave -n out" in result.stderr
+    assert preview("-f", "-", "-n", "plane", stdin=helm_render()).returncode == 0
+
+
+def test_json_input_diff_says_it_compares_normalised_yaml(tmp_path):
+    path = tmp_path / "pod.json"
+    path.write_text(json.dumps(POD, indent=2))
+    result = preview("-f", str(path), "--diff")
+    assert result.returncode == 0, result.stderr
+    header = result.stdout.splitlines()[0]
+    assert header == f"--- {path}\tdocument 1 (Pod plane/plane-api-wl-7d9f8b6c5-(generated)), normalised YAML: line numbers count in this document, not in the file"
+    assert f"{path}:1 (document 1): it is JSON or flow-style YAML, so its diff compares normalised YAML" in result.stderr
+    hunks = [line for line in result.stdout.splitlines() if line.startswith("@@")]
+    assert hunks and all(h.endswith("@@ Pod plane/plane-api-wl-7d9f8b6c5-(generated)") for h in hunks)
+
+
+def test_a_mixed_stream_diffs_editable_documents_in_place_and_the_rest_normalised():
+    text = helm_render() + "---\n" + json.dumps(POD) + "\n"
+    result = preview("-f", "-", "--diff", stdin=text)
+    assert result.returncode == 0, result.stderr
+    in_place, _, normalised = result.stdout.partition("--- stdin\tdocument 7")
+    assert normalised and "normalised YAML" in normalised.splitlines()[0]
+    patched, _ = apply_unified(text, in_place)
+    assert documents(patched)[:6] == documents(preview("-f", "-", stdin=helm_render()).stdout)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [POD, POD]}), "it uses YAML anchors and aliases"),
+        (yaml.safe_dump(POD).replace("\n", "\r"), "the file breaks lines with CR, NEL, LS or PS"),
+    ],
+)
+def test_documents_that_cannot_be_edited_in_place_say_why(text, reason):
+    result = preview("-f", "-", "--diff", stdin=text)
+    assert result.returncode == 0, result.stderr
+    assert f"stdin:1 (document 1): {reason}, so its diff compares normalised YAML" in result.stderr
+    assert result.stdout.startswith("--- stdin\tdocument 1 (") and "normalised YAML: line numbers count in this document" in result.stdout
+
+
+def test_crlf_files_keep_their_line_ends():
+    text = helm_render().replace("\n", "\r\n")
+    result = preview("-f", "-", "--diff", stdin=text)
+    assert result.returncode == 0 and "normalised" not in result.stdout
+    added = [line for line in result.stdout.split("\n") if line.startswith("+") and not line.startswith("+++")]
+    assert added and all(line.endswith("\r") for line in added)
+
+
+# The line editor on its own: whatever the layout, edits are exact or refused, and block YAML
+# (what helm and kubectl print) is always edited in place.
+_KEYS = st.text(alphabet="abcdefgh-./: #'\"", min_size=1, max_size=6)
+_SCALARS = st.one_of(st.text(alphabet="ab :#-'\"\n|>{}[]", max_size=8), st.integers(-5, 5), st.booleans(), st.none())
+_VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=4), max_leaves=20)
+
+
+def _mutate(data, value, draw):
+    """A random change of the kinds a patch makes: add, replace, remove at any depth."""
+    if isinstance(value, dict) and value:
+        key = draw(st.sampled_from(sorted(value)))
+        action = draw(st.sampled_from(["recurse", "replace", "remove", "add"]))
+        if action == "recurse":
+            _mutate(data, value[key], draw)
+        elif action == "replace":
+            value[key] = draw(_VALUES)
+        elif action == "remove":
+            del value[key]
+        else:
+            value[draw(_KEYS)] = draw(_VALUES)
+    elif isinstance(value, list) and value:
+        index = draw(st.integers(0, len(value) - 1))
+        action = draw(st.sampled_from(["recurse", "replace", "remove", "insert", "append"]))
+        if action == "recurse":
+            _mutate(data, value[index], draw)
+        elif action == "replace":
+            value[index] = draw(_VALUES)
+        elif action == "remove":
+            del value[index]
+        elif action == "insert":
+            value.insert(index, draw(_VALUES))
+        else:
+            value.append(draw(_VALUES))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(_KEYS, _VALUES, min_size=1, max_size=5), st.booleans(), st.booleans(), st.data())
+def test_line_edits_are_exact_for_any_block_layout(original, indented, comments, data):
+    lines = dump_lines(original, indented)
+    if comments:
+        lines = [f"{line}  # note" if re.fullmatch(r" *(- )*[a-h]+: [a-h0-9]+", line) else line for line in lines]
+    text = "# Source: chart/templates/x.yaml\n" + "\n".join(lines) + "\n"
+    node = yaml.compose(text)
+    assert yaml.safe_load(text) == original
+    changed = json.loads(json.dumps(original))
+    for _ in range(data.draw(st.integers(1, 3))):
+        _mutate(changed, changed, data.draw)
+    edits = document_edits(text.split("\n"), node, original, changed)
+    if edits is None:
+        assert changed == {} or node.flow_style, "block YAML must be edited in place"
+        return
+    assert yaml.safe_load("\n".join(apply_edits(text.split("\n"), edits))) == changed
