@@ -137,13 +137,34 @@ def describe(outcome: Outcome | None, mode: str) -> list[str]:
     if outcome is None:
         return ["no pod template; unchanged"]
     if not outcome.matched:
-        return [f"unchanged ({', '.join(outcome.reasons) or 'no Plane container'})"]
+        return [f"unchanged ({outcome.reasons[0] if outcome.reasons else 'no Plane container'})"] + [
+            f"  {note}" for note in outcome.notes
+        ]
     roles = ", ".join(f"{c}={r}" for c, r in outcome.roles.items())
     verb = "would change" if mode == "audit" else "changes"
     lines = [f"roles {roles}; {verb} {len(outcome.changes)}: {', '.join(outcome.changes) or '-'}"]
+    lines += [f"  {line}" for line in _decided_at_start(outcome.decided_at_start)]
     lines += [f"  reason: {reason}" for reason in outcome.reasons]
+    lines += [f"  note: {note}" for note in outcome.notes]
     lines += [f"  warning: {warning}" for warning in outcome.warnings]
     return lines
+
+
+def _decided_at_start(decided: tuple[str, ...]) -> list[str]:
+    """``container:VAR=mode`` grouped per container and mode, as a sentence the operator can check."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for item in decided:
+        container, _, setting = item.partition(":")
+        variable, _, mode = setting.partition("=")
+        grouped.setdefault((container, mode), []).append(variable)
+    meaning = {
+        "keep": "the container's own value from env or envFrom wins, else the policy's",
+        "replace": "the policy's value replaces the container's own, and the container logs what it replaced",
+    }
+    return [
+        f"decided at container start in {container} ({mode}: {meaning[mode]}): {', '.join(variables)}"
+        for (container, mode), variables in grouped.items()
+    ]
 
 
 def preview_object(document: Document, pointer: str, value: dict[str, Any], policy: Policy, mode: str, namespace: str | None) -> Previewed:

@@ -94,6 +94,24 @@ def test_diff_only_adds_lines_for_a_stock_pod():
     assert "- /plane-guard/entrypoint.sh" in added and "- name: PLANE_GUARD_OVERRIDE_GUNICORN_MAX_REQUESTS" in added
 
 
+def test_diff_and_summary_say_what_is_decided_at_container_start():
+    result = preview("-f", "-", "--diff", stdin=yaml.safe_dump(POD, sort_keys=False))
+    assert result.returncode == 0
+    summary = result.stderr.splitlines()
+    assert "  decided at container start in plane-api (replace: the policy's value replaces the container's own, and the container logs what it replaced): GUNICORN_MAX_REQUESTS, GUNICORN_MAX_REQUESTS_JITTER" in summary
+    assert any(line.startswith("  decided at container start in plane-api (keep: ") and "CELERY_CONFIRM_PUBLISH" in line for line in summary)
+    status = next(l for l in result.stdout.splitlines() if l.startswith("+") and names.STATUS_ANNOTATION in l)
+    assert '"atStart":{"plane-api":{' in status and '"GUNICORN_MAX_REQUESTS":"replace"' in status
+
+
+def test_why_a_workload_is_left_alone_is_said():
+    migrator = {**POD, "spec": {**POD["spec"], "containers": [{**POD["spec"]["containers"][0], "command": ["./bin/docker-entrypoint-migrator.sh"]}]}}
+    result = preview("-f", "-", stdin=yaml.safe_dump(migrator))
+    assert result.returncode == 0 and yaml.safe_load(result.stdout) == migrator
+    assert "unchanged (skipped-role)" in result.stderr
+    assert "plane-api: role migrator: left unchanged: runs the database migrations" in result.stderr
+
+
 def test_audit_label_reports_but_changes_nothing():
     result = preview("-f", "-", "--namespace-label", "audit", stdin=yaml.safe_dump(POD))
     assert result.returncode == 0

@@ -84,10 +84,13 @@ def test_diff_hunks_are_the_users_own_lines():
     headings = _check_diff(text, diff.stdout, mutated.stdout)
     assert "Deployment plane/plane-worker-wl" in headings
     removed = [line for line in diff.stdout.splitlines() if line.startswith("-") and not line.startswith("---")]
-    # The only line of the user's that goes: the worker's own pool limit, replaced by the policy's.
-    assert removed == ['-            value: "1"']
+    # None of the user's lines goes: the worker's own pool limit stays, and its container decides
+    # at start between it and the policy's default (keep), next to the line that stays.
+    assert removed == []
     lines = diff.stdout.splitlines()
-    assert lines[lines.index(removed[0]) - 1] == "           - name: CELERY_BROKER_POOL_LIMIT   # tuned by hand"
+    assert "           - name: CELERY_BROKER_POOL_LIMIT   # tuned by hand" in lines
+    added = [line[1:].strip() for line in lines if line.startswith("+") and not line.startswith("+++")]
+    assert "- name: PLANE_GUARD_DEFAULT_CELERY_BROKER_POOL_LIMIT" in added
     assert "\n+          - /plane-guard/entrypoint.sh\n           - /bin/bash\n" in diff.stdout
 
 
