@@ -164,3 +164,37 @@ def test_override_survives_a_configuration_reload(runtime_dir, tmp_path):
     assert pid_runs(before) == [2]
     assert pid_runs(after) == [7]
     assert api.stderr.read_text().count("plane-guard: gunicorn max_requests=0") == 2
+
+
+def _mutated_api_env(policy) -> dict[str, str]:
+    """The literal env entries plane-guard gives a plane-enterprise api container (envFrom only)."""
+    from tests.fixtures import golden
+    from webhook.mutation import apply_patch, mutate_pod
+
+    pod = golden.load_input("api-envfrom-secret")
+    mutated = apply_patch(pod, mutate_pod(pod, policy).patch)
+    return {e["name"]: e["value"] for e in mutated["spec"]["containers"][0]["env"] if "value" in e}
+
+
+#: What plane-enterprise 3.5.1's ``plane-app-vars`` ConfigMap brings through envFrom.
+CHART_VARS = {"GUNICORN_MAX_REQUESTS": "1000", "GUNICORN_MAX_REQUESTS_JITTER": "150", "CELERY_TASK_PUBLISH_RETRY": "1"}
+
+
+def test_the_default_policy_turns_the_charts_rotation_off_and_says_so(runtime_dir, workdir):
+    from webhook.policy import default_policy
+
+    env = base_env(**CHART_VARS, **_mutated_api_env(default_policy()))
+    values, stderr = _print_config(runtime_dir, workdir, ["--max-requests", "1200", "--max-requests-jitter", "1000"], env)
+    assert values == {"max_requests": 0, "max_requests_jitter": 0}
+    assert "plane-guard: GUNICORN_MAX_REQUESTS: replaced the container's 1000 with 0 (policy, existingEnv: replace)" in stderr
+    assert "plane-guard: GUNICORN_MAX_REQUESTS_JITTER: replaced the container's 150 with 0 (policy, existingEnv: replace)" in stderr
+
+
+def test_under_keep_the_operators_value_from_env_from_is_what_gunicorn_runs(runtime_dir, workdir):
+    from webhook.policy import default_policy_text, load_policy_text
+
+    keep = load_policy_text(default_policy_text().replace("existing: replace", "existing: keep"))
+    env = base_env(GUNICORN_MAX_REQUESTS="5000", **_mutated_api_env(keep))
+    values, stderr = _print_config(runtime_dir, workdir, ["--max-requests", "1200", "--max-requests-jitter", "1000"], env)
+    assert values == {"max_requests": 5000, "max_requests_jitter": 0}
+    assert "plane-guard: GUNICORN_MAX_REQUESTS: kept the container's 5000 (policy default 0, existingEnv: keep)" in stderr
