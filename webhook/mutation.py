@@ -117,6 +117,38 @@ def unmatched(container: Any, policy: Policy) -> tuple[str, str]:
     return "unrecognised-command", f"{name}: Plane backend image, command not recognised: {shown}"
 
 
+def workload_name(pod: dict[str, Any]) -> str | None:
+    """The workload a pod belongs to, from its controller reference.
+
+    A ReplicaSet's name is its Deployment's plus ``-<pod-template-hash>``, which the pod carries as
+    a label: that suffix is dropped, so rules name the Deployment, as the chart does.
+    """
+    metadata = _map(pod.get("metadata"))
+    owners = metadata.get("ownerReferences")
+    if not isinstance(owners, list):
+        return None
+    owner = next((o for o in owners if isinstance(o, dict) and o.get("controller")), None)
+    if owner is None or not isinstance(owner.get("name"), str):
+        return None
+    name = owner["name"]
+    template_hash = _map(metadata.get("labels")).get("pod-template-hash")
+    if owner.get("kind") == "ReplicaSet" and isinstance(template_hash, str) and name.endswith(f"-{template_hash}"):
+        return name[: -len(template_hash) - 1]
+    return name
+
+
+def _opt_out_reason(rule: tuple[int, Any] | None) -> str | None:
+    if rule is None or rule[1].inject:
+        return None
+    return rule[1].reason or f"the policy's workloads[{rule[0]}] sets inject: false"
+
+
+def opted_out_by_policy(pod: dict[str, Any], policy: Policy, workload: str | None = None) -> str | None:
+    """The reason when a ``workloads`` rule with ``inject: false`` covers this pod, else None."""
+    labels = _map(_map(pod.get("metadata")).get("labels"))
+    return _opt_out_reason(policy.workload_rule(labels, workload or workload_name(pod)))
+
+
 def pod_roles(pod: dict[str, Any], policy: Policy) -> dict[str, str]:
     """Container name -> role for every Plane container plane-guard changes (opt-out not considered).
 
@@ -404,8 +436,12 @@ def _status(pod: dict[str, Any], policy: Policy, roles: dict[str, str], changes:
     return [{"op": "add", "path": f"/metadata/annotations/{escape(names.STATUS_ANNOTATION)}", "value": status}]
 
 
-def mutate_pod(pod: Any, policy: Policy) -> Outcome:
-    """The patch that hardens the Plane containers of ``pod``; an empty patch when none apply."""
+def mutate_pod(pod: Any, policy: Policy, workload: str | None = None) -> Outcome:
+    """The patch that hardens the Plane containers of ``pod``; an empty patch when none apply.
+
+    ``workload`` names the pod's workload when the pod itself cannot (a Deployment's template in
+    the preview); the webhook finds it from the pod's controller reference.
+    """
     if not isinstance(pod, dict) or not isinstance(pod.get("spec"), dict):
         return Outcome([], reasons=("not-a-pod",))
     spec = pod["spec"]
@@ -434,6 +470,10 @@ def mutate_pod(pod: Any, policy: Policy) -> Outcome:
     roles = {container["name"]: match[0] for _, container, match in matches}
     if is_opted_out(pod):
         return Outcome([], reasons=("opted-out",))
+    rule = policy.workload_rule(labels, workload or workload_name(pod))
+    why = _opt_out_reason(rule)
+    if why is not None:
+        return Outcome([], reasons=("opted-out-by-policy",), notes=(f"left unchanged by the policy: {why}",))
 
     overrides = _Overrides.read(_map(metadata.get("annotations")), policy)
     ops: list[dict[str, Any]] = []
@@ -442,7 +482,8 @@ def mutate_pod(pod: Any, policy: Policy) -> Outcome:
     reasons = [r for r in reasons if not r.endswith(":not-plane-image")]
     warnings = list(overrides.warnings)
     needs_runtime = False
-    for index, container, (_, role) in matches:
+    for index, container, (role_name, _) in matches:
+        role = policy.role_for(role_name, rule)
         broken = _malformed(container)
         if broken:
             reasons.append(f"{container['name']}:malformed-{broken}")

@@ -131,6 +131,23 @@ class EnvSetting(_Model):
         return _env_text(value)
 
 
+def _stringify_env(value: Any) -> Any:
+    """YAML ``0`` and ``true`` mean the strings a Kubernetes env value must be."""
+    if isinstance(value, dict):
+        return {name: v if isinstance(v, dict) else _env_text(v) for name, v in value.items()}
+    return value
+
+
+def _check_env(env: dict[str, str | EnvSetting]) -> dict[str, str | EnvSetting]:
+    for name, setting in env.items():
+        if not ENV_NAME.match(name):
+            raise ValueError(f"env name {name!r} is not a variable name a shell can export (letters, digits, '_')")
+        if name.startswith(conventions.RESERVED_ENV_PREFIX):
+            raise ValueError(f"env name {name!r} is reserved for plane-guard itself")
+        _check_env_value(name, setting.value if isinstance(setting, EnvSetting) else setting)
+    return env
+
+
 class Role(_Model):
     """What plane-guard does to the containers of one Plane role.
 
@@ -149,24 +166,8 @@ class Role(_Model):
     publish_timeout_seconds: float | None = Field(default=10, gt=0, le=3600)
     pika_confirm_delivery: bool = True
 
-    @field_validator("env", mode="before")
-    @classmethod
-    def _stringify(cls, value: Any) -> Any:
-        """YAML ``0`` and ``true`` mean the strings a Kubernetes env value must be."""
-        if isinstance(value, dict):
-            return {name: v if isinstance(v, dict) else _env_text(v) for name, v in value.items()}
-        return value
-
-    @field_validator("env")
-    @classmethod
-    def _check_env(cls, env: dict[str, str | EnvSetting]) -> dict[str, str | EnvSetting]:
-        for name, setting in env.items():
-            if not ENV_NAME.match(name):
-                raise ValueError(f"env name {name!r} is not a variable name a shell can export (letters, digits, '_')")
-            if name.startswith(conventions.RESERVED_ENV_PREFIX):
-                raise ValueError(f"env name {name!r} is reserved for plane-guard itself")
-            _check_env_value(name, setting.value if isinstance(setting, EnvSetting) else setting)
-        return env
+    _stringify = field_validator("env", mode="before")(_stringify_env)
+    _check = field_validator("env")(_check_env)
 
     @cached_property
     def settings(self) -> dict[str, tuple[str, str]]:
@@ -278,15 +279,101 @@ class Validation(_Model):
     gunicorn_max_requests: Bounds = Field(default_factory=lambda: Bounds(min=0, max=0))
 
 
+class WorkloadMatch(_Model):
+    """Pods by what the Plane charts do set on them (their values reach only the Deployment).
+
+    ``podLabels``: the pod template's labels, e.g. ``app.name: plane-plane-worker-importers``
+    (``<namespace>-<release>-<component>``). ``workloads``: the name of the workload that owns
+    the pod: the Deployment (found through its ReplicaSet), StatefulSet, DaemonSet or Job.
+    Regular expressions, searched anywhere; every one given must match.
+    """
+
+    pod_labels: dict[str, Regex] = Field(default_factory=dict)
+    workloads: list[Regex] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _something(self) -> "WorkloadMatch":
+        if not self.pod_labels and not self.workloads:
+            raise ValueError("give podLabels or workloads (or both)")
+        return self
+
+    def matches(self, labels: dict[str, Any], workload: str | None) -> bool:
+        for key, pattern in self.pod_labels.items():
+            value = labels.get(key)
+            if not isinstance(value, str) or not re.search(pattern, value):
+                return False
+        return not self.workloads or (workload is not None and any(re.search(p, workload) for p in self.workloads))
+
+
+#: Role settings a workload rule may change (``env`` is merged into the role's, the rest replace).
+WORKLOAD_OVERRIDES = (
+    "env",
+    "existing_env",
+    "wrap_entrypoint",
+    "amqp_heartbeat",
+    "existing_heartbeat",
+    "publish_timeout_seconds",
+    "pika_confirm_delivery",
+)
+
+
+class Workload(_Model):
+    """One workload's exception to its role: left alone (``inject: false``), or other settings."""
+
+    match: WorkloadMatch
+    inject: bool = True
+    reason: str | None = Field(default=None, min_length=1, max_length=200)
+    env: dict[str, str | EnvSetting] = Field(default_factory=dict)
+    existing_env: ExistingEnv | None = None
+    wrap_entrypoint: bool | None = None
+    amqp_heartbeat: float | None = Field(default=None, ge=0, le=86400)
+    existing_heartbeat: Literal["keep", "replace"] | None = None
+    publish_timeout_seconds: float | None = Field(default=None, gt=0, le=3600)
+    pika_confirm_delivery: bool | None = None
+
+    _stringify = field_validator("env", mode="before")(_stringify_env)
+    _check = field_validator("env")(_check_env)
+
+    def applied_to(self, role: Role) -> Role:
+        """``role`` with this rule's settings; ``null`` is a value here (``amqpHeartbeat: null``: no heartbeat)."""
+        given = {name: getattr(self, name) for name in WORKLOAD_OVERRIDES if name in self.model_fields_set}
+        if not given:
+            return role
+        data = role.model_dump(by_alias=False)
+        data.update(given)
+        data["env"] = {**role.env, **self.env}
+        return Role.model_validate(data)
+
+
 class Policy(_Model):
-    """The whole policy; ``roles`` are tried in the order written."""
+    """The whole policy; ``roles`` are tried in the order written, then ``workloads``' exceptions."""
 
     api_version: Literal["plane-guard.io/v1"] = Field(alias="apiVersion")
     kind: Literal["Policy"]
     amqp_url_variable: str = Field(default="AMQP_URL", pattern=ENV_NAME.pattern)
     roles: dict[str, Role] = Field(min_length=1)
+    workloads: list[Workload] = Field(default_factory=list)
     runtime: Runtime = Field(default_factory=Runtime)
     validation: Validation = Field(default_factory=Validation)
+
+    def workload_rule(self, labels: dict[str, Any], workload: str | None) -> tuple[int, Workload] | None:
+        """The first ``workloads`` entry that covers a pod with these labels and owner."""
+        for index, rule in enumerate(self.workloads):
+            if rule.match.matches(labels, workload):
+                return index, rule
+        return None
+
+    @cached_property
+    def _workload_roles(self) -> dict[tuple[int, str], Role]:
+        return {
+            (index, name): rule.applied_to(role)
+            for index, rule in enumerate(self.workloads)
+            for name, role in self.roles.items()
+        }
+
+    def role_for(self, name: str, rule: tuple[int, Workload] | None) -> Role:
+        """The role's settings for one pod: its own, or as its workload rule changes them."""
+        return self.roles[name] if rule is None else self._workload_roles[(rule[0], name)]
 
     @field_validator("roles")
     @classmethod

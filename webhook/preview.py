@@ -172,7 +172,9 @@ def preview_object(document: Document, pointer: str, value: dict[str, Any], poli
     pod = _resolve(value, template) if template is not None else None
     if pod is None or mode == "none":
         return Previewed(document, pointer, value, namespace, template if pod is not None else None, None, [])
-    outcome = mutate_pod(pod, policy)
+    # A template's pods will belong to this object (a Deployment's through its ReplicaSet).
+    owner = _map(value.get("metadata")).get("name") if value["kind"] != "Pod" else None
+    outcome = mutate_pod(pod, policy, workload=owner if isinstance(owner, str) else None)
     return Previewed(document, pointer, value, namespace, template, outcome, outcome.patch if mode == "enabled" else [])
 
 

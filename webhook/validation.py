@@ -16,7 +16,7 @@ from typing import Any
 
 from webhook import conventions
 from webhook.amqp_url import is_kombu_key, parse_heartbeat, query_pairs
-from webhook.mutation import is_opted_out, pod_roles
+from webhook.mutation import is_opted_out, opted_out_by_policy, pod_roles
 from webhook.policy import Policy
 
 RULES = ("amqpHeartbeatDisabled", "unknownAmqpQueryKey", "gunicornMaxRequestsOutOfBounds", "notMutated")
@@ -210,7 +210,7 @@ def validate_pod(pod: Any, policy: Policy, *, audit: bool = False) -> Verdict:
     roles = pod_roles(pod, policy)
     if not roles:
         return Verdict(reasons=("no-role-matched",))
-    if is_opted_out(pod):
+    if is_opted_out(pod) or opted_out_by_policy(pod, policy) is not None:
         return Verdict(roles=roles, reasons=("opted-out",))
 
     raw: list[tuple[str, str, str]] = []

@@ -275,3 +275,60 @@ def test_a_null_heartbeat_leaves_the_url_alone():
     env = env_of(apply_patch(pod, outcome.patch))
     assert env["AMQP_URL"] == "amqp://plane:pw@rabbit//" and names.ENV_AMQP_HEARTBEAT not in env
     assert not [c for c in outcome.changes if "amqp-url" in c]
+
+
+WORKLOAD_RULES = """
+workloads:
+  - match: {podLabels: {app.name: '-worker-importers$'}}
+    inject: false
+    reason: the importers are restarted by hand after each import
+  - match: {workloads: ['^plane-api-wl$']}
+    env: {GUNICORN_MAX_REQUESTS: {value: "5000", existing: replace}}
+    amqpHeartbeat: null
+    publishTimeoutSeconds: 5
+"""
+
+
+def _from_replica_set(pod: dict, deployment: str, template_hash: str = "7d9f8b6c5") -> dict:
+    pod = copy.deepcopy(pod)
+    pod["metadata"]["labels"]["pod-template-hash"] = template_hash
+    pod["metadata"]["ownerReferences"] = [
+        {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{deployment}-{template_hash}", "uid": "u", "controller": True}
+    ]
+    return pod
+
+
+def test_a_workload_rule_opts_out_by_the_charts_pod_label():
+    policy = load_policy_text(golden_policy_text() + WORKLOAD_RULES)
+    pod = api_pod(name="plane-worker-importers", command=["./bin/docker-entrypoint-worker.sh", "celery.importer"])
+    pod["metadata"]["labels"]["app.name"] = "plane-plane-worker-importers"
+    outcome = mutate_pod(pod, policy)
+    assert outcome.patch == [] and outcome.reasons == ("opted-out-by-policy",)
+    assert outcome.notes == ("left unchanged by the policy: the importers are restarted by hand after each import",)
+    pod["metadata"]["labels"]["app.name"] = "plane-plane-worker"
+    assert mutate_pod(pod, policy).patch  # the plain worker is not covered
+
+
+def test_a_workload_rule_by_owner_changes_settings_of_that_deployment_only():
+    policy = load_policy_text(golden_policy_text() + WORKLOAD_RULES)
+    api = _from_replica_set(api_pod(), "plane-api-wl")
+    env = env_of(apply_patch(api, mutate_pod(api, policy).patch))
+    assert env[names.ENV_OVERRIDE_PREFIX + "GUNICORN_MAX_REQUESTS"] == "5000"
+    assert env[names.ENV_PUBLISH_TIMEOUT] == "5" and names.ENV_AMQP_HEARTBEAT not in env  # amqpHeartbeat: null
+    assert env[names.ENV_DEFAULT_PREFIX + "CELERY_CONFIRM_PUBLISH"] == "1"  # the rest of the role stays
+
+    other = _from_replica_set(api_pod(), "plane-external-api-wl")
+    env = env_of(apply_patch(other, mutate_pod(other, policy).patch))
+    assert env[names.ENV_OVERRIDE_PREFIX + "GUNICORN_MAX_REQUESTS"] == "0" and env[names.ENV_AMQP_HEARTBEAT] == "60"
+
+
+def test_the_workload_name_of_a_pod():
+    from webhook.mutation import workload_name
+
+    assert workload_name(_from_replica_set(api_pod(), "plane-api-wl")) == "plane-api-wl"
+    job = api_pod()
+    job["metadata"]["ownerReferences"] = [{"kind": "Job", "name": "plane-api-migrate-1", "controller": True}]
+    assert workload_name(job) == "plane-api-migrate-1"
+    bare = api_pod()
+    del bare["metadata"]["ownerReferences"]
+    assert workload_name(bare) is None

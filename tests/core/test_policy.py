@@ -62,6 +62,8 @@ def test_policy_check_accepts_the_default():
         (VALID_HEAD + ROLE + "validation: {rules: {notMutated: shout}}\n", "validation.rules.notMutated: 'shout' is not allowed; use one of 'deny', 'warn' or 'audit'"),
         (VALID_HEAD + ROLE + "validation: {gunicornMaxRequests: {min: 5, max: 1}}\n", "max (1) must be >= min (5)"),
         ("kind: Policy\n" + ROLE, "apiVersion: required key is missing"),
+        (VALID_HEAD + ROLE + "workloads: [{match: {}}]\n", "workloads.0.match: give podLabels or workloads (or both)"),
+        (VALID_HEAD + ROLE + "workloads: [{match: {workloads: [x]}, match_me: 1}]\n", "workloads.0.match_me: unknown key; allowed here: match, inject, reason"),
         (VALID_HEAD + ROLE + "runtime: {resources: {limits: {cpu: lots, memory: 64Mi}}}\n", "'lots' is not a Kubernetes quantity"),
         (VALID_HEAD + ROLE + "runtime: {resources: {limits: {cpu: '0', memory: 64Mi}}}\n", "'0' must be greater than zero"),
         (VALID_HEAD + ROLE + "runtime: {resources: {requests: {cpu: '1', memory: 1Mi}}}\n", "requests.cpu must not exceed limits.cpu"),

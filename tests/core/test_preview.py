@@ -130,3 +130,18 @@ def test_namespace_not_opted_in_changes_nothing():
 def test_a_bad_policy_is_reported_before_reading_input():
     result = preview("-f", "-", "--policy", "/nonexistent/p.yaml", stdin="")
     assert result.returncode == 2 and "cannot read the policy file" in result.stderr
+
+
+def test_a_workload_rule_applies_to_a_deployment_by_its_own_name(tmp_path):
+    from tests.core.test_mutation import WORKLOAD_RULES
+    from webhook.policy import default_policy_text
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(default_policy_text() + WORKLOAD_RULES)
+    api, worker = workload("Deployment"), workload("Deployment")
+    worker["metadata"]["name"] = "plane-worker-wl"
+    result = preview("-f", "-", "--policy", str(policy), "--patch", stdin=yaml.safe_dump_all([api, worker]))
+    patches = {entry["name"]: entry["patch"] for entry in json.loads(result.stdout)}
+    set_by_rule = {"op": "add", "path": "/spec/containers/0/env/-", "value": {"name": names.ENV_OVERRIDE_PREFIX + "GUNICORN_MAX_REQUESTS", "value": "5000"}}
+    assert set_by_rule in patches["plane-api-wl"]
+    assert set_by_rule not in patches["plane-worker-wl"] and patches["plane-worker-wl"]

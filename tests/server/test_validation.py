@@ -164,3 +164,9 @@ def test_response_envelope_rules():
     assert not valid_audit_key("plane-guard.io/would-change")  # the API server adds the prefix
     with pytest.raises(ValueError):
         build_response("admission.k8s.io/v1", "u", audit_annotations={"a/b": "x"})
+
+
+def test_a_workload_the_policy_leaves_alone_is_not_judged():
+    policy = load_policy_text(default_policy_text() + "workloads:\n  - match: {podLabels: {app.name: '-api$'}}\n    inject: false\n")
+    assert validate_pod(plane_pod(), policy).reasons == ("opted-out",)
+    assert _rules(validate_pod(plane_pod(), default_policy())) == ["gunicornMaxRequestsOutOfBounds", "notMutated"]
