@@ -334,6 +334,22 @@ class ControlPlane:
             self._client = config.new_client_from_config(config_file=str(self.kubeconfig))
         return self._client
 
+    def request(self, method: str, path: str, body: Any = None, *, query: dict[str, str] | None = None,
+                content_type: str = "application/json") -> Any:
+        """One API call as admin, JSON in and out, with nothing dropped by the client's models
+        (``kubernetes.client.ApiException`` on an error status)."""
+        from kubernetes.client.exceptions import ApiException
+
+        method_, url, headers, body_, _ = self.client.param_serialize(
+            method, path, query_params=list((query or {}).items()), body=body,
+            header_params={"Content-Type": content_type, "Accept": "application/json"}, auth_settings=["BearerToken"],
+        )
+        response = self.client.call_api(method_, url, header_params=headers, body=body_)
+        response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=response.data.decode(errors="replace"), data=None)
+        return json.loads(response.data or b"null")
+
     # ------------------------------------------------------------------ audit log
 
     def audit_lines(self) -> list[str]:
