@@ -176,6 +176,17 @@ class ControlPlane:
         self.timings["total"] = time.monotonic() - began
         return self
 
+    def describe_timings(self) -> str:
+        text = f"control plane ready in {self.timings['total']:.1f} s (kube-apiserver after {self.timings['apiserver']:.1f} s"
+        if CONTROLLER_MANAGER in self.timings:
+            text += f", {CONTROLLER_MANAGER} {self.timings[CONTROLLER_MANAGER]:.1f} s later"
+        return text + ")"
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """Server name -> process id, for the servers running now."""
+        return {server.name: server.process.pid for server in self._servers if server.process.poll() is None}
+
     def stop(self) -> None:
         """Controller manager, then API server (it needs etcd to shut down), then etcd."""
         if self._client is not None:
@@ -318,6 +329,7 @@ class ControlPlane:
             raise ControlPlaneError(f"no kubectl in {self.assets} or on PATH")
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_SERVICE")}
         env["KUBECONFIG"] = str(kubeconfig or self.kubeconfig)
+        env["KUBECACHEDIR"] = str(self.workdir / "kubectl-cache")  # not ~/.kube/cache
         result = subprocess.run(
             [self.kubectl_binary, *args], input=input, capture_output=True, text=True, timeout=timeout, env=env
         )

@@ -17,19 +17,26 @@ import pytest
 
 from tests.apiserver import install, plane
 from tests.apiserver.cluster import ControlPlane, find_assets
+from tests.apiserver.stored import NAMESPACES
 from tests.install.conftest import render
 from tests.server.harness import ROOT, WebhookProcess
 from webhook.policy import Policy, load_policy
 
 HERE = Path(__file__).resolve().parent
-#: Namespaces shared by the tests, by the value of their plane-guard.io/inject label.
-MODES = {"enabled": "plane-enabled", "audit": "plane-audit", None: "plane-off"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.apiserver)
+
+
+_STARTED: list[ControlPlane] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for cluster in _STARTED:
+        terminalreporter.write_line(f"tests/apiserver: {cluster.describe_timings()}, {cluster.server}")
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +46,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory):
     if assets is None:
         pytest.skip(reason)
     cluster = ControlPlane(assets, tmp_path_factory.mktemp("control-plane")).start()
+    _STARTED.append(cluster)
     try:
         yield cluster
     finally:
@@ -55,9 +63,6 @@ class Installation:
     ca_bundle: str
     policy_file: Path
     policy: Policy
-
-    def namespace(self, mode: str | None) -> str:
-        return MODES[mode]
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +83,7 @@ def installed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFact
         ca_bundle = base64.b64encode((certs / "ca.crt").read_bytes()).decode()
         applied = [install.local_webhooks(d, base_url, ca_bundle) for d in documents]
         control_plane.kubectl("apply", "-f", "-", input=install.stream(applied))
-        for mode, name in MODES.items():
+        for mode, name in NAMESPACES.items():
             control_plane.create_namespace(name, {"plane-guard.io/inject": mode} if mode else None)
             control_plane.request("POST", f"/api/v1/namespaces/{name}/serviceaccounts", plane.service_account())
         yield Installation(applied, server, base_url, ca_bundle, policy_file, load_policy(policy_file))

@@ -8,7 +8,6 @@ applies to both sides. The reference for "unchanged" is the input created the sa
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import yaml
@@ -16,6 +15,8 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.apiserver import plane
 from tests.apiserver.compare import differences, token_mounts, token_volumes
+from tests.apiserver.stored import AUDIT, ENABLED, OFF, audit_annotations, create, decisions_for, read, reference
+from tests.install.conftest import run_cli
 from tests.server.harness import metric_samples
 from webhook import conventions
 from webhook.mutation import mutate_pod
@@ -23,33 +24,10 @@ from webhook.mutation import mutate_pod
 TEMPLATES = {f"{chart}-{role}": plane.plane_template(chart, role) for chart, role in plane.PLANE_SHAPES}
 TEMPLATES["web"] = plane.web_template()
 PLANE = [name for name in TEMPLATES if name != "web"]
-OFF, ENABLED, AUDIT = "plane-off", "plane-enabled", "plane-audit"
-
-
-def create(control_plane, namespace: str, body: dict, **query: str) -> dict:
-    """Create, then read back what is stored (or, for a dry run, what would be)."""
-    answer = control_plane.request("POST", f"/api/v1/namespaces/{namespace}/pods", body, query=query)
-    if query.get("dryRun"):
-        return answer
-    return control_plane.request("GET", f"/api/v1/namespaces/{namespace}/pods/{answer['metadata']['name']}")
-
-
-def reference(control_plane, body: dict) -> dict:
-    """The input as the API server would store it if no webhook touched it (a dry run under
-    another name, so it never collides with a pod of the test)."""
-    body = dict(body, metadata={**body["metadata"], "name": body["metadata"]["name"] + "-reference"})
-    return create(control_plane, OFF, body, dryRun="All")
-
-
-def decisions_for(server, namespace: str, pod: str, settle: float = 0.1) -> list[dict]:
-    time.sleep(settle)  # a decision line is written just after the answer
-    return [d for d in server.decisions() if d.get("namespace") == namespace and d.get("pod") == pod]
 
 
 def preview(installed, pods: list[dict]) -> list[dict]:
     """``plane-guard preview`` on the pods, as a user runs it, with the installed policy."""
-    from tests.install.conftest import run_cli
-
     result = run_cli("preview", "-f", "-", "--policy", str(installed.policy_file), input=yaml.safe_dump_all(pods))
     assert result.returncode == 0, result.stderr
     return [d for d in yaml.safe_load_all(result.stdout) if d is not None]
@@ -93,27 +71,32 @@ def test_unlabelled_namespace_and_opted_out_pods_are_stored_unchanged(control_pl
     opted_out["metadata"]["labels"][conventions.INJECT] = "false"
     stored = create(control_plane, ENABLED, opted_out)
     assert differences(reference(control_plane, opted_out), stored) == []
-    # Neither reached plane-guard: the namespace and object selectors were applied by the server.
+    # Opted out by annotation: the object selector cannot see it, plane-guard says no.
+    annotated = plane.pod(TEMPLATES[name], f"{name}-opted-out-annotation")
+    annotated["metadata"]["annotations"][conventions.INJECT] = "false"
+    stored = create(control_plane, ENABLED, annotated)
+    assert differences(reference(control_plane, annotated), stored) == []
+
+    # The namespace and object selectors were applied by the server: the first two never
+    # reached plane-guard.
     assert decisions_for(installed.server, OFF, f"{name}-plain") == []
     assert decisions_for(installed.server, ENABLED, f"{name}-opted-out", settle=0) == []
+    calls = decisions_for(installed.server, ENABLED, f"{name}-opted-out-annotation", settle=0)
+    assert {d["webhook"] for d in calls} == {"mutate", "validate"} and "patched" not in {d["decision"] for d in calls}
 
 
 @pytest.mark.parametrize("name", PLANE)
 def test_audit_namespace_keeps_the_pod_and_records_what_would_change(control_plane, installed, name):
     body = plane.pod(TEMPLATES[name], f"{name}-audited")
     created = control_plane.kubectl("-n", AUDIT, "create", "-f", "-", input=json.dumps(body))
-    stored = control_plane.request("GET", f"/api/v1/namespaces/{AUDIT}/pods/{body['metadata']['name']}")
+    stored = read(control_plane, AUDIT, body["metadata"]["name"])
     unguarded = reference(control_plane, body)
     assert differences(unguarded, stored) == []
     would_change = mutate_pod(unguarded, installed.policy).changes
     assert would_change
     assert "Warning: plane-guard audit: would change" in created.stderr
 
-    (event,) = control_plane.wait_for_audit(
-        lambda e: e["verb"] == "create" and e["objectRef"].get("namespace") == AUDIT
-        and e["objectRef"].get("name") == body["metadata"]["name"]
-    )
-    annotations = event.get("annotations", {})
+    annotations = audit_annotations(control_plane, AUDIT, body["metadata"]["name"])
     assert annotations["audit.mutate.plane-guard.io/would-change"].split(",") == list(would_change)
     assert "mutate.plane-guard.io/changed" not in annotations
 

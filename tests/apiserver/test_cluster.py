@@ -21,7 +21,7 @@ def _listening(pids: set[int]) -> list[str]:
 
 
 def test_every_server_listens_on_loopback_only(control_plane):
-    pids = {server.process.pid for server in control_plane._servers}
+    pids = set(control_plane.pids.values())
     addresses = _listening(pids)
     assert control_plane.server.startswith("https://127.0.0.1:")
     assert len(addresses) >= len(pids), addresses  # every server was found

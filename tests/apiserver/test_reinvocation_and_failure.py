@@ -16,7 +16,7 @@ from tests.apiserver import install, plane
 from tests.apiserver.cluster import free_port
 from tests.apiserver.compare import differences
 from tests.apiserver.sidecar_webhook import SIDECAR, VARIABLE, SidecarWebhook
-from tests.apiserver.test_admission import ENABLED, create, reference
+from tests.apiserver.stored import ENABLED, audit_annotations, create, read, reference
 from tests.server.harness import WebhookProcess, metric_samples
 from webhook import conventions
 from webhook.admission import short_warning
@@ -27,14 +27,6 @@ from webhook.validation import validate_pod
 NAMESPACE = "plane-reinvoke"
 ROUND = "mutation.webhook.admission.k8s.io/round_{}_index_{}"
 API = "/apis/admissionregistration.k8s.io/v1"
-
-
-def _audit(control_plane, namespace: str, name: str) -> dict[str, str]:
-    (event,) = control_plane.wait_for_audit(
-        lambda e: e["verb"] == "create" and e["objectRef"].get("resource") == "pods"
-        and e["objectRef"].get("namespace") == namespace and e["objectRef"].get("name") == name
-    )
-    return event.get("annotations", {})
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +74,7 @@ def test_a_later_webhook_gets_plane_guard_reinvoked_without_doubling_anything(co
     assert mutate_pod(stored, installed.policy).patch == []
 
     # The server re-invoked plane-guard after the later webhook changed the pod.
-    annotations = _audit(control_plane, NAMESPACE, name)
+    annotations = audit_annotations(control_plane, NAMESPACE, name)
     rounds = [json.loads(annotations[k]) for k in sorted(annotations) if k.startswith("mutation.webhook.admission.k8s.io/round_")]
     assert [(r["webhook"], r["mutated"]) for r in rounds] == [
         ("mutate.plane-guard.io", True), ("inject.log-shipper.example.com", True), ("mutate.plane-guard.io", False),
@@ -103,10 +95,10 @@ def test_with_plane_guard_stopped_pods_start_unchanged_and_guarded_once_it_is_ba
     body = plane.pod(plane.plane_template("ee", "worker"), "ee-worker-while-down")
     installed.server.stop()
     created = control_plane.kubectl("-n", ENABLED, "create", "-f", "-", input=json.dumps(body))
-    stored = control_plane.request("GET", f"/api/v1/namespaces/{ENABLED}/pods/ee-worker-while-down")
+    stored = read(control_plane, ENABLED, "ee-worker-while-down")
     assert differences(reference(control_plane, body), stored) == []
     assert "Warning" not in created.stderr
-    annotations = _audit(control_plane, ENABLED, "ee-worker-while-down")
+    annotations = audit_annotations(control_plane, ENABLED, "ee-worker-while-down")
     assert annotations.get("failed-open.mutation.webhook.admission.k8s.io/round_0_index_0") == "mutate.plane-guard.io"
     assert annotations.get("failed-open.validating.webhook.admission.k8s.io/round_0_index_0") == "validate.plane-guard.io"
 
@@ -161,7 +153,7 @@ def test_the_validating_webhook_answers_an_unguarded_plane_pod_as_the_policy_say
     assert printed == [short_warning(w) for w in verdict.warnings()]
     if verdict.allowed:
         assert created.returncode == 0, created.stderr
-        annotations = _audit(control_plane, ENABLED, name)
+        annotations = audit_annotations(control_plane, ENABLED, name)
         recorded = {k.split("/", 1)[1]: v for k, v in annotations.items() if k.startswith("validate.plane-guard.io/")}
         assert recorded == verdict.audit_annotations()
     else:
