@@ -10,7 +10,7 @@ get pods and ``kubectl rollout restart`` works; there is no scheduler and no kub
 stay ``Pending``.
 
 Every server is started with a parent-death signal: if the test process is killed, the kernel
-stops them too.
+kills them too.
 """
 
 from __future__ import annotations
@@ -86,9 +86,10 @@ def free_port() -> int:
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the test process goes away (Linux prctl)."""
+    """In the child before exec: killed when the test process goes away (Linux prctl). SIGKILL,
+    because a kube-apiserver told to stop after its etcd is gone waits for it indefinitely."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
 
