@@ -8,6 +8,19 @@ PORT   ?= 8443
 
 .PHONY: venv run test proof bench lint clean
 
+# tests/apiserver runs a real kube-apiserver, etcd and kube-controller-manager from
+# KUBEBUILDER_ASSETS (envtest layout). When it is unset and the envtest kit sits next to the
+# checkout, `make test` unpacks the kit's binaries into .envtest/bin and uses them.
+ENVTEST_KIT ?= ../shared/envtest
+ENVTEST_BIN := $(CURDIR)/.envtest/bin
+ENVTEST_TARBALL := $(wildcard $(ENVTEST_KIT)/envtest-bins-*.tar.xz)
+ifeq ($(origin KUBEBUILDER_ASSETS),undefined)
+ifneq ($(ENVTEST_TARBALL),)
+export KUBEBUILDER_ASSETS := $(ENVTEST_BIN)
+ENVTEST := $(ENVTEST_BIN)/.installed
+endif
+endif
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -24,8 +37,12 @@ run: $(STAMP)
 	@echo "           https://plane-guard.plane-guard.svc:$(PORT)/mutate"
 	$(BIN)/plane-guard serve --host $(HOST) --port $(PORT) --cert-file certs/tls.crt --key-file certs/tls.key
 
-## test: every test, against real gunicorn, uvicorn over TLS and the RabbitMQ on 127.0.0.1:5672
-test: $(STAMP)
+$(ENVTEST_BIN)/.installed: $(ENVTEST_TARBALL)
+	sh $(ENVTEST_KIT)/install.sh $(ENVTEST_BIN) >/dev/null
+	touch $@
+
+## test: every test, against real gunicorn, uvicorn over TLS, the RabbitMQ on 127.0.0.1:5672 and a real kube-apiserver
+test: $(STAMP) $(ENVTEST)
 	$(BIN)/pytest
 
 ## proof: the silent-loss table (baseline vs guarded) from real processes and a real broker
@@ -40,4 +57,4 @@ lint: $(STAMP)
 	$(BIN)/hadolint Dockerfile
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .envtest

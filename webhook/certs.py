@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as dt
+import ipaddress
 import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -58,10 +59,23 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
-def generate(service: str, namespace: str, days: int) -> Bundle:
-    """A new CA and a serving certificate signed by it, valid for ``days``."""
+def ip_addresses(values: Sequence[str]) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """``--ip`` values as addresses, for a webhook reached by URL (``https://127.0.0.1:8443``)."""
+    found = []
+    for value in values:
+        try:
+            found.append(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            raise ValueError(f"--ip {value!r} is not an IPv4 or IPv6 address") from None
+    return found
+
+
+def generate(service: str, namespace: str, days: int, ips: Sequence[str] = ()) -> Bundle:
+    """A new CA and a serving certificate signed by it, valid for ``days``, for the Service's
+    DNS names and any ``ips``."""
     if days < 1:
         raise ValueError("--days must be at least 1")
+    addresses = ip_addresses(ips)
     now = _now()
     ca_key = _key()
     # Unique per CA: during a rotation the bundle holds two CAs, and clients pick by subject.
@@ -97,7 +111,10 @@ def generate(service: str, namespace: str, days: int) -> Bundle:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([*(x509.DNSName(n) for n in names), *(x509.IPAddress(a) for a in addresses)]),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -155,14 +172,14 @@ def generate_command(args: argparse.Namespace) -> int:
         )
         return 1
     try:
-        bundle = generate(args.service, args.namespace, args.days)
+        bundle = generate(args.service, args.namespace, args.days, args.ip or ())
     except ValueError as exc:
         print(f"plane-guard certs generate: {exc}", file=sys.stderr)
         return 2
     write_files(bundle, out)
     print(
         f"wrote {out / 'ca.crt'}, {out / 'tls.crt'}, {out / 'tls.key'} for "
-        f"{', '.join(dns_names(args.service, args.namespace))} (valid {args.days} days). caBundle:",
+        f"{', '.join([*dns_names(args.service, args.namespace), *(args.ip or ())])} (valid {args.days} days). caBundle:",
         file=sys.stderr,
     )
     print(ca_bundle_b64(bundle.ca_pem))

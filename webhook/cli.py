@@ -103,6 +103,10 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--service", default=conventions.SERVICE_NAME)
     generate.add_argument("--namespace", default=conventions.SERVICE_NAMESPACE)
     generate.add_argument("--days", type=int, default=365)
+    generate.add_argument(
+        "--ip", action="append", metavar="ADDRESS",
+        help="also valid for this IP address (repeatable), for a webhook reached by URL, e.g. 127.0.0.1",
+    )
     generate.add_argument("--force", action="store_true", help="overwrite existing files")
     bootstrap = cert_commands.add_parser(
         "bootstrap", help="in the cluster: create or renew the TLS Secret and patch the webhook caBundle"

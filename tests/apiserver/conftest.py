@@ -1,0 +1,91 @@
+"""The real control plane, one per test session, and plane-guard installed in it.
+
+Every test in this directory is marked ``apiserver`` (``pytest -m apiserver`` runs exactly
+them). Without the envtest binaries they skip, and the reason says how to get them.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.apiserver import install, plane
+from tests.apiserver.cluster import ControlPlane, find_assets
+from tests.apiserver.stored import NAMESPACES
+from tests.install.conftest import render
+from tests.server.harness import ROOT, WebhookProcess
+from webhook.policy import Policy, load_policy
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.apiserver)
+
+
+_STARTED: list[ControlPlane] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for cluster in _STARTED:
+        terminalreporter.write_line(f"tests/apiserver: {cluster.describe_timings()}, {cluster.server}")
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory):
+    """etcd + kube-apiserver (+ kube-controller-manager when available), stopped at session end."""
+    assets, reason = find_assets()
+    if assets is None:
+        pytest.skip(reason)
+    cluster = ControlPlane(assets, tmp_path_factory.mktemp("control-plane")).start()
+    _STARTED.append(cluster)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@dataclass
+class Installation:
+    """overlays/self-signed as applied, and the local ``plane-guard serve`` its webhooks call."""
+
+    documents: list[dict[str, Any]]
+    server: WebhookProcess
+    base_url: str
+    ca_bundle: str
+    policy_file: Path
+    policy: Policy
+
+
+@pytest.fixture(scope="session")
+def installed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("plane-guard")
+    documents = render("overlays/self-signed")
+    policy_file = work / "policy.yaml"
+    policy_file.write_text(install.policy_text(documents))
+    certs = work / "certs"
+    generated = subprocess.run(
+        [sys.executable, "-m", "webhook.cli", "certs", "generate", "--out", str(certs), "--days", "30", "--ip", "127.0.0.1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert generated.returncode == 0, generated.stderr
+    server = WebhookProcess(certs, work / "server.log", "--policy", str(policy_file)).start()
+    try:
+        base_url = f"https://127.0.0.1:{server.port}"
+        ca_bundle = base64.b64encode((certs / "ca.crt").read_bytes()).decode()
+        applied = [install.local_webhooks(d, base_url, ca_bundle) for d in documents]
+        control_plane.kubectl("apply", "-f", "-", input=install.stream(applied))
+        for mode, name in NAMESPACES.items():
+            control_plane.create_namespace(name, {"plane-guard.io/inject": mode} if mode else None)
+            control_plane.request("POST", f"/api/v1/namespaces/{name}/serviceaccounts", plane.service_account())
+        yield Installation(applied, server, base_url, ca_bundle, policy_file, load_policy(policy_file))
+    finally:
+        server.stop()
