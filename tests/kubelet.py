@@ -17,7 +17,7 @@ What is reproduced, because plane-guard's runtime depends on it:
   temporary directory as that path.
 
 Not reproduced: images (an ``Image`` entry maps an image reference to local programs), other
-volume types, service-link variables, probes, restarts, resource limits.
+volume types, service account tokens, service-link variables, probes, restarts, resource limits.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+from webhook.conventions import SERVICE_ACCOUNT_TOKEN_PATH
 
 #: What containerd and Docker set when the image defines no PATH.
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -276,6 +278,8 @@ class Pod:
         paths: dict[str, str] = {}
         for container in [*(spec.get("initContainers") or []), *spec["containers"]]:
             for mount in container.get("volumeMounts") or []:
+                if mount["mountPath"].rstrip("/") == SERVICE_ACCOUNT_TOKEN_PATH:
+                    continue  # service account tokens are not reproduced: nothing is mounted there
                 volume = volumes.get(mount["name"])
                 if volume is None:
                     raise ContainerConfigError(f"container {container['name']} mounts unknown volume {mount['name']}")

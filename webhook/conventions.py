@@ -31,6 +31,9 @@ RUNTIME_INIT_CONTAINER = "plane-guard-runtime"
 RUNTIME_ENTRYPOINT = "entrypoint.sh"
 RUNTIME_PYTHON_DIR = "python"
 RUNTIME_SHELL = "/bin/sh"
+#: Where the ServiceAccount admission plugin mounts the pod's API token into every container
+#: that has nothing mounted there yet.
+SERVICE_ACCOUNT_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 #: Variables the webhook sets for the runtime wrapper (never secret values).
 ENV_AMQP_HEARTBEAT = "PLANE_GUARD_AMQP_HEARTBEAT"

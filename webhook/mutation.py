@@ -361,7 +361,13 @@ def _pod_level(pod: dict[str, Any], policy: Policy, ops: list, changes: list) ->
         "image": runtime.image,
         "imagePullPolicy": runtime.image_pull_policy,
         "command": ["plane-guard", "runtime", "install", runtime.mount_path],
-        "volumeMounts": [{"name": names.RUNTIME_VOLUME, "mountPath": runtime.mount_path}],
+        "volumeMounts": [
+            {"name": names.RUNTIME_VOLUME, "mountPath": runtime.mount_path},
+            # The init container needs no API access: something mounted at the token path keeps
+            # the API server from mounting the pod's token into it (and from changing the pod
+            # after plane-guard, which would call plane-guard a second time).
+            {"name": names.RUNTIME_VOLUME, "mountPath": names.SERVICE_ACCOUNT_TOKEN_PATH, "readOnly": True},
+        ],
         "resources": runtime.resources.model_dump(),
         "securityContext": RUNTIME_SECURITY,
     }
