@@ -41,8 +41,8 @@ class Outcome:
     changes: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
-    #: ``container:VARIABLE=keep|replace``: settings the wrapper decides at container start.
-    decided_at_start: tuple[str, ...] = ()
+    #: (container, variable, keep | replace): the settings the wrapper decides at container start.
+    decided_at_start: tuple[tuple[str, str, str], ...] = ()
     #: Sentences for people (preview): why a container was skipped.
     notes: tuple[str, ...] = ()
 
@@ -382,7 +382,9 @@ def _pod_level(pod: dict[str, Any], policy: Policy, ops: list, changes: list) ->
         changes.append(change)
 
 
-def _settings(plan: _ContainerPlan, role: Role, settings: dict[str, tuple[str, str]], wrapped: bool, decided: list[str]) -> None:
+def _settings(
+    plan: _ContainerPlan, role: Role, settings: dict[str, tuple[str, str]], wrapped: bool, decided: list[tuple[str, str, str]]
+) -> None:
     """The role's variables: left to the wrapper at container start when there is one.
 
     The webhook cannot see what ``envFrom`` brings, so with the wrapper each value travels under
@@ -399,7 +401,7 @@ def _settings(plan: _ContainerPlan, role: Role, settings: dict[str, tuple[str, s
             plan.reasons.append(f"{plan.name}:kept-env/{variable}")
         prefix = names.ENV_OVERRIDE_PREFIX if mode == "replace" else names.ENV_DEFAULT_PREFIX
         plan.set_env(prefix + variable, value, change=f"{plan.name}:env/{variable}")
-        decided.append(f"{plan.name}:{variable}={mode}")
+        decided.append((plan.name, variable, mode))
     if not wrapped and settings:
         plan.reasons.append(f"{plan.name}:env-decided-at-admission")
     if wrapped and role.publish_timeout_seconds is not None:
@@ -408,7 +410,9 @@ def _settings(plan: _ContainerPlan, role: Role, settings: dict[str, tuple[str, s
         plan.set_env(names.ENV_PIKA_CONFIRM, "1", change=f"{plan.name}:pika-confirms")
 
 
-def _status(pod: dict[str, Any], policy: Policy, roles: dict[str, str], changes: list[str], decided: list[str]) -> list[dict[str, Any]]:
+def _status(
+    pod: dict[str, Any], policy: Policy, roles: dict[str, str], changes: list[str], decided: list[tuple[str, str, str]]
+) -> list[dict[str, Any]]:
     """Record which policy looked at the pod, what it changed and what is left to the start.
 
     Names only. ``changed`` keeps earlier passes' names (webhook reinvocation); ``atStart``
@@ -426,9 +430,7 @@ def _status(pod: dict[str, Any], policy: Policy, roles: dict[str, str], changes:
             earlier = []
     record: dict[str, Any] = {"version": __version__, "policy": policy.digest, "roles": roles, "changed": sorted({*earlier, *changes})}
     at_start: dict[str, dict[str, str]] = {}
-    for item in decided:
-        container, _, setting = item.partition(":")
-        variable, _, mode = setting.partition("=")
+    for container, variable, mode in decided:
         at_start.setdefault(container, {})[variable] = mode
     if at_start:
         record["atStart"] = at_start
@@ -456,23 +458,23 @@ def mutate_pod(pod: Any, policy: Policy, workload: str | None = None) -> Outcome
             return Outcome([], reasons=(f"malformed-spec/{key}",))
     metadata = _map(pod.get("metadata"))
     labels = _map(metadata.get("labels"))
-    matches, reasons, notes = [], [], []
+    matches, left = [], []  # left: (reason code, reason, note) of every container not changed
     for index, container in enumerate(_containers(pod)):
         match = role_of(container, labels, policy)
         if match is None:
             code, note = unmatched(container, policy)
-            if code != "not-plane-image" or not matches:
-                notes.append(note)
-            reasons.append(f"{container.get('name') if isinstance(container, dict) else index}:{code}")
+            left.append((code, f"{container.get('name') if isinstance(container, dict) else index}:{code}", note))
         elif match[1].skip:
-            reasons.append(f"{container['name']}:skipped-role")
-            notes.append(f"{container['name']}: role {match[0]}: left unchanged: {match[1].skip}")
+            note = f"{container['name']}: role {match[0]}: left unchanged: {match[1].skip}"
+            left.append(("skipped-role", f"{container['name']}:skipped-role", note))
         else:
             matches.append((index, container, match))
-    skipped = {r.partition(":")[0]: "" for r in reasons if r.endswith(":skipped-role")}
     if not matches:
-        top = "skipped-role" if skipped else "no-role-matched"
-        return Outcome([], reasons=(top, *reasons), notes=tuple(notes))
+        top = "skipped-role" if any(code == "skipped-role" for code, _, _ in left) else "no-role-matched"
+        return Outcome([], reasons=(top, *(reason for _, reason, _ in left)), notes=tuple(note for _, _, note in left))
+    # Beside Plane containers, other images (sidecars) are expected: only Plane's own are told.
+    left = [item for item in left if item[0] != "not-plane-image"]
+    reasons, notes = [reason for _, reason, _ in left], [note for _, _, note in left]
     roles = {container["name"]: match[0] for _, container, match in matches}
     if is_opted_out(pod):
         return Outcome([], reasons=("opted-out",))
@@ -484,8 +486,7 @@ def mutate_pod(pod: Any, policy: Policy, workload: str | None = None) -> Outcome
     overrides = _Overrides.read(_map(metadata.get("annotations")), policy)
     ops: list[dict[str, Any]] = []
     changes: list[str] = []
-    decided: list[str] = []
-    reasons = [r for r in reasons if not r.endswith(":not-plane-image")]
+    decided: list[tuple[str, str, str]] = []
     warnings = list(overrides.warnings)
     needs_runtime = False
     for index, container, (role_name, _) in matches:

@@ -150,12 +150,10 @@ def describe(outcome: Outcome | None, mode: str) -> list[str]:
     return lines
 
 
-def _decided_at_start(decided: tuple[str, ...]) -> list[str]:
-    """``container:VAR=mode`` grouped per container and mode, as a sentence the operator can check."""
+def _decided_at_start(decided: tuple[tuple[str, str, str], ...]) -> list[str]:
+    """The settings left to the start, grouped per container and mode, as sentences to check."""
     grouped: dict[tuple[str, str], list[str]] = {}
-    for item in decided:
-        container, _, setting = item.partition(":")
-        variable, _, mode = setting.partition("=")
+    for container, variable, mode in decided:
         grouped.setdefault((container, mode), []).append(variable)
     meaning = {
         "keep": "the container's own value from env or envFrom wins, else the policy's",

@@ -85,7 +85,7 @@ def test_the_containers_own_variables_are_left_for_the_start_to_decide():
     assert env["GUNICORN_MAX_REQUESTS"] == "1200" and env["ROTATE"] == "$(GUNICORN_MAX_REQUESTS)"
     assert env[names.ENV_OVERRIDE_PREFIX + "GUNICORN_MAX_REQUESTS"] == "0"
     assert env[names.ENV_DEFAULT_PREFIX + "CELERY_CONFIRM_PUBLISH"] == "1"
-    assert "plane-api:GUNICORN_MAX_REQUESTS=replace" in outcome.decided_at_start
+    assert ("plane-api", "GUNICORN_MAX_REQUESTS", "replace") in outcome.decided_at_start
     assert started_env(mutated)["GUNICORN_MAX_REQUESTS"] == "0"
 
 
