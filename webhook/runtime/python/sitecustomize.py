@@ -32,11 +32,10 @@ _PATCHES = {
 
 
 def _say(message):
-    try:
-        sys.stderr.write(f"plane-guard: {message}\n")
-        sys.stderr.flush()
-    except Exception:
-        pass
+    """Only on trouble, so the hook package is imported only then."""
+    from plane_guard_hooks import say
+
+    say(message)
 
 
 def _run_patch(name, module):
