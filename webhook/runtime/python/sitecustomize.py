@@ -32,9 +32,11 @@ _PATCHES = {
 
 
 def _say(message):
-    """Only on trouble, so the hook package is imported only then."""
-    from plane_guard_hooks import say
-
+    """Only on trouble, so the hook package is imported only then (and never stops start-up)."""
+    try:
+        from plane_guard_hooks import say
+    except Exception:
+        return
     say(message)
 
 
