@@ -1,4 +1,4 @@
-"""``plane-guard`` command line: serve, preview, policy check, certificates, runtime install.
+"""``plane-guard`` command line: serve, preview, policy check, certificates, status, runtime install.
 
 Each sub-command imports its module only when it runs, so ``plane-guard runtime install`` (the
 init container in every Plane pod) starts fast and does not load the web stack.
@@ -119,6 +119,33 @@ def _parser() -> argparse.ArgumentParser:
     bootstrap.add_argument("--days", type=int, default=365)
     bootstrap.add_argument("--renew-before-days", type=int, default=30)
 
+    status = commands.add_parser(
+        "status",
+        help="in the cluster: which Plane pods are guarded, what to restart, whether the webhook can be called",
+        description="Reads only. Exit 0 when nothing needs attention; 1 when Plane pods are unguarded or stale "
+        "in an enabled namespace, or the webhook configuration, certificate or Service is unhealthy; 2 on bad "
+        "usage, missing credentials or an API server that cannot be reached or refuses the reads.",
+    )
+    status.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
+    status.add_argument("--context", help="kubeconfig context (default: the current context)")
+    status.add_argument(
+        "-n", "--namespace", action="append", metavar="NAMESPACE",
+        help=f"only this namespace (repeatable; default: every namespace labelled {conventions.INJECT}=enabled or =audit)",
+    )
+    status.add_argument("-o", "--output", choices=("table", "json"), default="table", help="table (default) or json")
+    status.add_argument(
+        "--policy", metavar="FILE",
+        help="compare pods with this policy instead of the one the webhook Deployment mounts",
+    )
+    status.add_argument(
+        "--cert-min-days", type=int, default=21, metavar="DAYS",
+        help="attention when the serving certificate expires in fewer days (default 21; renewal starts at 30)",
+    )
+    status.add_argument("--webhook-namespace", default=conventions.SERVICE_NAMESPACE, help="namespace of the webhook Deployment")
+    status.add_argument("--webhook-deployment", default=conventions.SERVICE_NAME, help="name of the webhook Deployment")
+    status.add_argument("--mutating-webhook", default=conventions.MUTATING_WEBHOOK_CONFIGURATION)
+    status.add_argument("--validating-webhook", default=conventions.VALIDATING_WEBHOOK_CONFIGURATION)
+
     runtime = commands.add_parser("runtime", help="the files plane-guard delivers into Plane containers")
     runtime_commands = runtime.add_subparsers(dest="runtime_command", required=True, metavar="COMMAND")
     install = runtime_commands.add_parser("install", help="copy the runtime wrapper and hook into DIR (init container)")
@@ -144,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         from webhook import certs
 
         return certs.generate_command(args) if args.certs_command == "generate" else certs.bootstrap_command(args)
+    if args.command == "status":
+        from webhook import status
+
+        return status.status_command(args)
     from webhook import runtime
 
     return runtime.install_command(args)

@@ -5,9 +5,9 @@ same tests run with ``setup-envtest``'s assets or any other copy. Everything lis
 only. The API server runs with RBAC, the ServiceAccount admission plugin and an audit log that
 records writes (with the admission webhooks' audit annotations) and every request made by a
 service account. When ``kube-controller-manager`` is available it runs the Deployment,
-ReplicaSet, namespace, garbage-collector, ServiceAccount and token controllers, so Deployments
-get pods and ``kubectl rollout restart`` works; there is no scheduler and no kubelet, so pods
-stay ``Pending``.
+ReplicaSet, Job, ResourceQuota, namespace, garbage-collector, ServiceAccount and token
+controllers, so Deployments and Jobs get pods, ``kubectl rollout restart`` works and quotas are
+enforced; there is no scheduler and no kubelet, so pods stay ``Pending``.
 
 Every server is started with a parent-death signal: if the test process is killed, the kernel
 kills them too.
@@ -47,6 +47,8 @@ CONTROLLERS = (
     "garbage-collector-controller",
     "serviceaccount-controller",
     "serviceaccount-token-controller",
+    "job-controller",
+    "resourcequota-controller",
 )
 HOW_TO_GET = (
     "set KUBEBUILDER_ASSETS to a directory holding kube-apiserver, etcd and kubectl "
