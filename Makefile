@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8443
 
-.PHONY: venv run test proof bench lint clean
+.PHONY: venv run test proof bench stress lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ proof: $(STAMP)
 ## bench: /mutate throughput and latency next to a raw ASGI floor, same TLS set-up
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
+
+## stress: the server under each abuse case (heads, huge reviews, idle connections, log floods,
+## SIGTERM, certificate reload, TLS): peak memory, a normal review's latency meanwhile, lost requests
+stress: $(STAMP)
+	$(BIN)/python -m tests.bench.stress
 
 lint: $(STAMP)
 	$(BIN)/hadolint Dockerfile
