@@ -2,8 +2,9 @@
 
 uvicorn's httptools protocol reads a request head of any size, never closes a connection that
 sends nothing or stops in the middle of a request, and its ``limit_concurrency`` still lets idle
-connections take every slot (it only answers 503 to the *requests* that come after). This module
-closes those gaps around uvicorn instead of replacing it:
+connections take every slot (it only answers 503 to the *requests* that come after). Its h11
+protocol has a head size limit (``h11_max_incomplete_event_size``) but none of the timeouts, and
+parses in pure Python. This module closes those gaps around uvicorn instead of replacing it:
 
 - ``GuardedLoop``, uvloop with one change: a new TCP connection is admitted (or refused at once,
   before any TLS work or memory is spent on it) and only then does its TLS handshake start;
@@ -101,6 +102,7 @@ class ConnectionGuard:
         self.stopping = False  # the listener is closed; idle connections are being closed
         self._sweeper: asyncio.TimerHandle | None = None
         self._gauge: Any = None
+        self._messages = {limit: message.format(**asdict(limits)) for limit, message in _MESSAGES.items()}
 
     # -- accounting
 
@@ -156,7 +158,7 @@ class ConnectionGuard:
 
     def hit(self, limit: str, client: Any = None) -> None:
         fields = {"client": str(client[0])} if client else {}
-        decision_log.limit_hit(limit, _MESSAGES[limit].format(**asdict(self.limits)), fields)
+        decision_log.limit_hit(limit, self._messages[limit], fields)
 
     # -- shutdown
 
@@ -198,8 +200,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.closing = False
         self._extensions: dict | None = None
         self._head_bytes = 0  # bytes received since the head began (the parser buffers them)
-        self._head_size = 0  # size of the parsed request line and headers
-        self._headers = 0
 
     # -- connection
 
@@ -309,29 +309,20 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_message_begin()
         if self._extensions is not None:
             self.scope["extensions"] = self._extensions
-        self._head_bytes = self._head_size = self._headers = 0
+        self._head_bytes = 0
         self._enter(HEAD, self.loop.time(), self.guard.limits.header_timeout)
 
-    def on_url(self, url: bytes) -> None:
-        self._head_size += len(url)
-        if self._head_size > self.guard.limits.max_header_bytes:
-            raise _HeadTooLarge("header-size")
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        # Raising stops the parser; data_received answers 431.
-        self._headers += 1
-        self._head_size += len(name) + len(value) + 4
-        if self._headers > self.guard.limits.max_headers:
-            raise _HeadTooLarge("header-count")
-        if self._head_size > self.guard.limits.max_header_bytes:
-            raise _HeadTooLarge("header-size")
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
+        # Raising stops the parser; data_received answers 431. (A head still arriving is bounded
+        # in data_received; this is for a whole head that arrived in one read.)
+        limits = self.guard.limits
+        if len(self.headers) > limits.max_headers:
+            raise _HeadTooLarge("header-count")
+        if len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) > limits.max_header_bytes:
+            raise _HeadTooLarge("header-size")
         self._enter(BODY, self.loop.time(), self.guard.limits.body_timeout)
         super().on_headers_complete()
-        if self.closing or self.guard.draining:
+        if (self.closing or self.guard.draining) and self.cycle is not None:
             self.cycle.keep_alive = False
 
     def on_message_complete(self) -> None:

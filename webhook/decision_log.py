@@ -3,8 +3,9 @@
 What goes in is chosen by the caller and is names only (uid, namespace, pod, roles, decision,
 reasons): never an env value, a URL or Secret data. Exceptions are logged as type and stack
 frames without their message, because a message can quote the input. Names still come from the
-request, so every field is cut to a bounded length and item count: one request cannot write a
-megabyte of log. Warnings a client can trigger at will (limits hit) are throttled.
+request, so in a line longer than a few kilobytes every field is cut to a bounded length and
+item count: one request cannot write a megabyte of log. Warnings a client can trigger at will
+(limits hit) are throttled.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ import pydantic_core
 DECISIONS = logging.getLogger("plane_guard.decision")
 LOG = logging.getLogger("plane_guard")
 
-#: Longest logged string, and most items of a logged list or map (the rest is summarised).
+#: Longest logged string, and most items of a logged list or map (the rest is summarised), in a
+#: line longer than LINE_FAST_BYTES; shorter lines, every normal one, are written as they are.
 FIELD_MAX_CHARS = 128
 FIELD_MAX_ITEMS = 32
+LINE_FAST_BYTES = 4096
 #: A throttled warning is written at most once per this many seconds.
 THROTTLE_SECONDS = 60.0
 
@@ -97,8 +100,12 @@ def decision(fields: dict[str, Any]) -> None:
     if not DECISIONS.isEnabledFor(logging.INFO):
         return
     line = {"ts": round(time.time(), 3), "level": "info", "logger": DECISIONS.name, "msg": "admission"}
-    line.update(_bounded_fields(fields))
-    _PENDING.append(pydantic_core.to_json(line, fallback=str) + b"\n")
+    line.update(fields)
+    raw = pydantic_core.to_json(line, fallback=str)
+    if len(raw) > LINE_FAST_BYTES:
+        line.update(_bounded_fields(fields))
+        raw = pydantic_core.to_json(line, fallback=str)
+    _PENDING.append(raw + b"\n")
     if len(_PENDING) == 1:
         try:
             asyncio.get_running_loop().call_soon(flush)

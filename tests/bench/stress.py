@@ -121,6 +121,16 @@ class Server:
     def client(self, timeout: float = 10.0) -> ApiServerClient:
         return ApiServerClient(self.port, self.ca_file, timeout=timeout)
 
+    def terminate(self) -> tuple[Any, float]:
+        """SIGTERM; the exit status and the seconds it took (at most 60)."""
+        started = time.monotonic()
+        self.process.terminate()
+        try:
+            code: Any = self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            code = "still running after 60 s"
+        return code, time.monotonic() - started
+
     def stop(self, timeout: float = 40.0) -> int | None:
         self._stop.set()
         if self.process.poll() is None:
@@ -400,56 +410,14 @@ def case_file_descriptors(report: Report, scratch: Path, root: Path, cert_dir: P
         server.stop()
 
 
-class _LoopClient(threading.Thread):
-    """Keep-alive reviews without pause; a request sent without an answer is lost."""
-
-    def __init__(self, server: Server):
-        super().__init__(daemon=True)
-        self.server, self.answered, self.lost = server, 0, 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        body = abuse.post("/mutate", json.dumps(review(plane_pod())).encode())
-        sock = None
-        deadline = time.monotonic() + 60
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            if sock is None:
-                try:
-                    sock = abuse.connect(self.server.port, self.server.ca_file, timeout=5)
-                except OSError:
-                    return  # listener closed: nothing was sent
-            try:
-                sock.sendall(body)
-                status, headers, _ = abuse.read_answer(sock, timeout=15)
-            except OSError:
-                status, headers = None, {}
-            if status != 200:
-                self.lost += 1
-                sock.close()
-                sock = None
-                continue
-            self.answered += 1
-            if headers.get("connection") == "close":
-                sock.close()
-                sock = None
-        if sock is not None:
-            sock.close()
-
-
 def case_shutdown(report: Report, scratch: Path, root: Path, cert_dir: Path) -> None:
     case = "5 shutdown"
     server = Server(root, cert_dir, scratch / "shutdown.log").start()
-    clients = [_LoopClient(server) for _ in range(8)]
+    clients = [abuse.KeepAliveClient(server.port, server.ca_file) for _ in range(8)]
     for client in clients:
         client.start()
     time.sleep(1)
-    started = time.monotonic()
-    server.process.terminate()
-    try:
-        code = server.process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        code = "still running after 60 s"
-    elapsed = time.monotonic() - started
+    code, elapsed = server.terminate()
     for client in clients:
         client.stop.set()
         client.join(timeout=30)
@@ -463,13 +431,7 @@ def case_shutdown(report: Report, scratch: Path, root: Path, cert_dir: Path) -> 
     with abuse.connect(server.port, server.ca_file) as idle:
         idle.sendall(abuse.head())
         abuse.read_answer(idle)
-        started = time.monotonic()
-        server.process.terminate()
-        try:
-            code = server.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            code = "still running after 60 s"
-        elapsed = time.monotonic() - started
+        code, elapsed = server.terminate()
     server.stop()
     report.add(case, "SIGTERM, 1 idle silent client: exit status, seconds to exit", f"{code}, {elapsed:.1f} s")
 

@@ -11,6 +11,7 @@ import asyncio
 import json
 import socket
 import ssl
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -164,3 +165,45 @@ def still_open(held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) ->
 def close_all(held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> None:
     for _, writer in held:
         writer.transport.abort()
+
+
+class KeepAliveClient(threading.Thread):
+    """Reviews without pause on one keep-alive connection, reconnecting when the server says close.
+
+    A request counts as lost when it was sent and no answer came: what kube-apiserver would
+    report as a failed webhook call. Failing to connect is no loss: nothing was sent (the API
+    server sends it to another endpoint), and the client stops there.
+    """
+
+    def __init__(self, port: int, ca_file: str | Path, seconds: float = 60.0):
+        super().__init__(daemon=True)
+        self.port, self.ca_file, self.seconds = port, ca_file, seconds
+        self.answered = self.lost = self.closes = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        body = post("/mutate", json.dumps(review(plane_pod())).encode())
+        sock = None
+        deadline = time.monotonic() + self.seconds
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            if sock is None:
+                try:
+                    sock = connect(self.port, self.ca_file, timeout=5)
+                except OSError:
+                    return  # the listener is gone
+            try:
+                sock.sendall(body)
+                status, headers, _ = read_answer(sock, timeout=15)
+            except OSError:
+                status, headers = None, {}
+            if status == 200:
+                self.answered += 1
+                if headers.get("connection") != "close":
+                    continue
+                self.closes += 1
+            else:
+                self.lost += 1
+            sock.close()
+            sock = None
+        if sock is not None:
+            sock.close()

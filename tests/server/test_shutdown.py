@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 
-from tests.server.abuse import connect, head, post, read_answer, wait_closed
+from tests.server.abuse import KeepAliveClient, connect, head, read_answer, wait_closed
 from tests.server.harness import WebhookProcess
-from tests.server.pods import plane_pod, review
 from webhook import conventions
 
 DRAIN = 2.0
@@ -16,51 +14,9 @@ CLIENTS = 8
 MAX_SECONDS = 20.0
 
 
-class KeepAliveClient(threading.Thread):
-    """Reviews without pause on one keep-alive connection, reconnecting when the server says close.
-
-    A request counts as lost when it was sent and no answer came: what kube-apiserver would
-    report as a failed webhook call. Failing to connect is not a loss: the request was never sent
-    (the API server sends it to another endpoint).
-    """
-
-    def __init__(self, server: WebhookProcess):
-        super().__init__(daemon=True)
-        self.server = server
-        self.answered = self.lost = self.closes = 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        body = post(conventions.PATH_MUTATE, json.dumps(review(plane_pod())).encode())
-        sock = None
-        deadline = time.monotonic() + MAX_SECONDS
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            if sock is None:
-                try:
-                    sock = connect(self.server.port, self.server.ca_file, timeout=5)
-                except OSError:
-                    return  # the listener is gone
-            try:
-                sock.sendall(body)
-            except OSError:
-                self.lost += 1
-                return
-            status, headers, _ = read_answer(sock, timeout=10)
-            if status != 200:
-                self.lost += 1
-                return
-            self.answered += 1
-            if headers.get("connection") == "close":
-                self.closes += 1
-                sock.close()
-                sock = None
-        if sock is not None:
-            sock.close()
-
-
 def test_sigterm_under_keep_alive_load_loses_no_request(tmp_path, cert_dir):
     server = WebhookProcess(cert_dir, tmp_path / "server.log", "--drain-seconds", str(DRAIN)).start()
-    clients = [KeepAliveClient(server) for _ in range(CLIENTS)]
+    clients = [KeepAliveClient(server.port, server.ca_file, MAX_SECONDS) for _ in range(CLIENTS)]
     for client in clients:
         client.start()
     time.sleep(0.5)
