@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8443
 
-.PHONY: venv run test proof bench lint clean
+.PHONY: venv run test proof bench stress lint clean
 
 # tests/apiserver runs a real kube-apiserver, etcd and kube-controller-manager from
 # KUBEBUILDER_ASSETS (envtest layout). When it is unset and the envtest kit sits next to the
@@ -52,6 +52,11 @@ proof: $(STAMP)
 ## bench: /mutate throughput and latency next to a raw ASGI floor, same TLS set-up
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
+
+## stress: the server under each abuse case (heads, huge reviews, idle connections, log floods,
+## SIGTERM, certificate reload, TLS): peak memory, a normal review's latency meanwhile, lost requests
+stress: $(STAMP)
+	$(BIN)/python -m tests.bench.stress
 
 lint: $(STAMP)
 	$(BIN)/hadolint Dockerfile

@@ -4,6 +4,10 @@ Typed at the edge, plain inside: the envelope is a pydantic model so a malformed
 rejected with a precise message, while ``request.object`` stays the plain dict the API server
 sent, so no field the models do not know is ever dropped. The response is serialised here
 without a model because it is small, fixed in shape and on the hot path.
+
+The policy's ``limits`` bound the work done for one pod: a pod above them (too many containers or
+env entries, or a patch too large to answer with) is admitted unchanged with a warning and a
+``limit-*`` reason, before the core spends time on it.
 """
 
 from __future__ import annotations
@@ -104,22 +108,45 @@ def valid_audit_key(key: str) -> bool:
     return bool(_AUDIT_KEY.match(key))
 
 
+def over_limit(pod: Any, limits: Any) -> tuple[str, str] | None:
+    """(reason code, warning) when ``pod`` is above the policy's limits, else None. O(containers)."""
+    spec = pod.get("spec") if isinstance(pod, dict) else None
+    containers = spec.get("containers") if isinstance(spec, dict) else None
+    if not isinstance(containers, list):
+        return None
+    if len(containers) > limits.containers_per_pod:
+        return "limit-containers", _limit_warning(f"{len(containers)} containers", "containersPerPod", limits.containers_per_pod)
+    for container in containers:
+        env = container.get("env") if isinstance(container, dict) else None
+        if isinstance(env, list) and len(env) > limits.env_per_container:
+            return "limit-env", _limit_warning(f"{len(env)} env entries in a container", "envPerContainer", limits.env_per_container)
+    return None
+
+
+def _limit_warning(what: str, limit: str, value: int) -> str:
+    return f"plane-guard left this pod unchanged: {what}, above limits.{limit} ({value})"
+
+
 def build_response(
     api_version: str,
     uid: str,
     *,
     allowed: bool = True,
-    patch: list[dict[str, Any]] | None = None,
+    patch: list[dict[str, Any]] | bytes | None = None,
     warnings: list[str] | tuple[str, ...] = (),
     audit_annotations: dict[str, str] | None = None,
     status_code: int | None = None,
     status_message: str | None = None,
 ) -> bytes:
-    """The AdmissionReview answer as JSON bytes, in the apiVersion the request used."""
+    """The AdmissionReview answer as JSON bytes, in the apiVersion the request used.
+
+    ``patch`` is the list of operations, or already its JSON.
+    """
     response: dict[str, Any] = {"uid": uid, "allowed": allowed}
     if patch:
+        raw = patch if isinstance(patch, bytes) else pydantic_core.to_json(patch)
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(pydantic_core.to_json(patch)).decode("ascii")
+        response["patch"] = base64.b64encode(raw).decode("ascii")
     if warnings:
         response["warnings"] = [short_warning(w) for w in list(dict.fromkeys(warnings))[:WARNING_MAX_COUNT]]
     if audit_annotations:
@@ -188,6 +215,9 @@ class Admission:
             return build_response(review.apiVersion, request.uid), fields
         if pod is None:
             raise EnvelopeError("request.object is required for a Pod CREATE")
+        limit = over_limit(pod, self.policy.limits)
+        if limit:
+            return self._over_limit(review, fields, *limit)
         try:
             if webhook == "mutate":
                 return self._mutate(review, audit, fields)
@@ -203,6 +233,10 @@ class Admission:
         if not outcome.patch:
             fields["decision"] = "unchanged" if outcome.roles else "skipped"
             return build_response(review.apiVersion, request.uid, warnings=warnings), fields
+        patch = pydantic_core.to_json(outcome.patch)
+        if len(patch) > self.policy.limits.patch_bytes:
+            warning = _limit_warning(f"a {len(patch)}-byte patch", "patchBytes", self.policy.limits.patch_bytes)
+            return self._over_limit(review, fields, "limit-patch-bytes", warning)
         changed = _join(outcome.changes)
         if audit:
             fields["decision"] = "would-patch"
@@ -216,10 +250,13 @@ class Admission:
             )
             return body, fields
         fields["decision"] = "patched"
-        body = build_response(
-            review.apiVersion, request.uid, patch=outcome.patch, warnings=warnings, audit_annotations={"changed": changed}
-        )
+        body = build_response(review.apiVersion, request.uid, patch=patch, warnings=warnings, audit_annotations={"changed": changed})
         return body, fields
+
+    def _over_limit(self, review: AdmissionReview, fields: dict[str, Any], reason: str, warning: str) -> tuple[bytes, dict[str, Any]]:
+        fields.update(decision="over-limit", reasons=[reason], roles=fields.get("roles") or {})
+        fields.pop("changes", None)
+        return build_response(review.apiVersion, review.request.uid, warnings=[warning]), fields
 
     def _validate(self, review: AdmissionReview, audit: bool, fields: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
         request = review.request

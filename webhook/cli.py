@@ -53,6 +53,28 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--cert-check-interval", type=float, default=2.0, help="seconds between checks of the certificate files (default 2)"
     )
+    serve.add_argument(
+        "--client-ca-file",
+        metavar="FILE",
+        help="CA (PEM) of the API server's client certificate: the admission paths then require one (probes do not)",
+    )
+    limits = serve.add_argument_group("connection limits (each limit hit is logged and counted)")
+    limits.add_argument(
+        "--max-connections", type=int, default=512, help="open connections per process; when full the most idle gives way (default 512)"
+    )
+    limits.add_argument("--max-header-bytes", type=int, default=16384, help="request line and headers; larger get 431 (default 16384)")
+    limits.add_argument("--max-headers", type=int, default=100, help="headers per request; more get 431 (default 100)")
+    limits.add_argument(
+        "--header-timeout", type=float, default=5.0, help="seconds for the TLS handshake, and for a request head once begun (default 5)"
+    )
+    limits.add_argument("--body-timeout", type=float, default=10.0, help="seconds for a request body once the head arrived (default 10)")
+    limits.add_argument("--idle-timeout", type=float, default=10.0, help="seconds a new connection may wait before its first request (default 10)")
+    limits.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=5.0,
+        help="on SIGTERM, seconds of not-ready serving, each connection closed after its next answer (default 5)",
+    )
 
     preview = commands.add_parser(
         "preview",

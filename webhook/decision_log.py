@@ -2,7 +2,10 @@
 
 What goes in is chosen by the caller and is names only (uid, namespace, pod, roles, decision,
 reasons): never an env value, a URL or Secret data. Exceptions are logged as type and stack
-frames without their message, because a message can quote the input.
+frames without their message, because a message can quote the input. Names still come from the
+request, so in a line longer than a few kilobytes every field is cut to a bounded length and
+item count: one request cannot write a megabyte of log. Warnings a client can trigger at will
+(limits hit) are throttled.
 """
 
 from __future__ import annotations
@@ -14,12 +17,42 @@ import os
 import sys
 import time
 import traceback
+from itertools import islice
 from typing import Any
 
 import pydantic_core
 
 DECISIONS = logging.getLogger("plane_guard.decision")
 LOG = logging.getLogger("plane_guard")
+
+#: Longest logged string, and most items of a logged list or map (the rest is summarised), in a
+#: line longer than LINE_FAST_BYTES; shorter lines, every normal one, are written as they are.
+FIELD_MAX_CHARS = 128
+FIELD_MAX_ITEMS = 32
+LINE_FAST_BYTES = 4096
+#: A throttled warning is written at most once per this many seconds.
+THROTTLE_SECONDS = 60.0
+
+
+def bounded(value: Any) -> Any:
+    """``value`` cut to FIELD_MAX_CHARS per string and FIELD_MAX_ITEMS per list or map."""
+    if isinstance(value, str):
+        return value if len(value) <= FIELD_MAX_CHARS else value[: FIELD_MAX_CHARS - 3] + "..."
+    if isinstance(value, (list, tuple)):
+        items = [bounded(item) for item in value[:FIELD_MAX_ITEMS]]
+        if len(value) > FIELD_MAX_ITEMS:
+            items.append(f"... and {len(value) - FIELD_MAX_ITEMS} more")
+        return items
+    if isinstance(value, dict):
+        cut = {bounded(str(k)): bounded(v) for k, v in islice(value.items(), FIELD_MAX_ITEMS)}
+        if len(value) > FIELD_MAX_ITEMS:
+            cut["..."] = f"and {len(value) - FIELD_MAX_ITEMS} more"
+        return cut
+    return value
+
+
+def _bounded_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    return {key: bounded(value) for key, value in fields.items()}
 
 
 class JsonFormatter(logging.Formatter):
@@ -30,11 +63,11 @@ class JsonFormatter(logging.Formatter):
             "ts": round(record.created, 3),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": bounded(record.getMessage()),
         }
         fields = getattr(record, "fields", None)
         if fields:
-            line.update(fields)
+            line.update(_bounded_fields(fields))
         if record.exc_info and record.exc_info[0] is not None:
             line["error"] = record.exc_info[0].__name__
             line["stack"] = "".join(traceback.format_tb(record.exc_info[2]))[-2000:]
@@ -68,7 +101,11 @@ def decision(fields: dict[str, Any]) -> None:
         return
     line = {"ts": round(time.time(), 3), "level": "info", "logger": DECISIONS.name, "msg": "admission"}
     line.update(fields)
-    _PENDING.append(pydantic_core.to_json(line, fallback=str) + b"\n")
+    raw = pydantic_core.to_json(line, fallback=str)
+    if len(raw) > LINE_FAST_BYTES:
+        line.update(_bounded_fields(fields))
+        raw = pydantic_core.to_json(line, fallback=str)
+    _PENDING.append(raw + b"\n")
     if len(_PENDING) == 1:
         try:
             asyncio.get_running_loop().call_soon(flush)
@@ -121,4 +158,32 @@ atexit.register(flush)
 def error(message: str, fields: dict[str, Any] | None = None) -> None:
     """Log an internal error with its stack but without the exception text."""
     LOG.error(message, exc_info=True, extra={"fields": fields or {}})
+
+
+_THROTTLED: dict[str, list] = {}  # key -> [time of the last line, hits not logged since]
+
+
+def limit_hit(limit: str, message: str, fields: dict[str, Any] | None = None) -> None:
+    """A limit cut a connection or request short: count it, and log it (throttled)."""
+    from webhook import metrics
+
+    metrics.limit_hit(limit)
+    throttled_warning(limit, message, {"limit": limit, **(fields or {})})
+
+
+def throttled_warning(key: str, message: str, fields: dict[str, Any] | None = None) -> None:
+    """A warning for an event a client can repeat at will: the first, then one line a minute.
+
+    Each line after the first carries ``not_logged``: how many times it happened in between.
+    """
+    now = time.monotonic()
+    state = _THROTTLED.get(key)
+    if state is not None and now - state[0] < THROTTLE_SECONDS:
+        state[1] += 1
+        return
+    extra = dict(fields or {})
+    if state is not None:
+        extra["not_logged"] = state[1]
+    _THROTTLED[key] = [now, 0]
+    LOG.warning(message, extra={"fields": extra})
 

@@ -43,6 +43,16 @@ BAD_REQUESTS = Counter(
     "Requests refused before any decision (malformed body, too large, wrong content type...).",
     ["status"],
 )
+LIMIT_HITS = Counter(
+    "plane_guard_limit_hits_total",
+    "Connections or requests cut short by a limit (timeouts, head size, connection cap, memory).",
+    ["limit"],
+)
+OPEN_CONNECTIONS = Gauge(
+    "plane_guard_open_connections",
+    "Open client connections (TLS established).",
+    multiprocess_mode="livesum",
+)
 CERT_RELOADS = Counter(
     "plane_guard_certificate_reloads_total",
     "Serving certificate reloads after the files changed.",
@@ -83,6 +93,10 @@ def record_decision(webhook: str, mode: str, decision: str, reasons: tuple[str, 
     for code in {reason_code(r) for r in reasons}:
         _child(REASONS, webhook, code).inc()
     _child(DURATION, webhook).observe(seconds)
+
+
+def limit_hit(limit: str) -> None:
+    _child(LIMIT_HITS, limit).inc()
 
 
 def render() -> bytes:

@@ -345,6 +345,18 @@ class Workload(_Model):
         return Role.model_validate(data)
 
 
+class Limits(_Model):
+    """The most work plane-guard does for one pod; a pod above a limit is admitted unchanged.
+
+    Far above any Plane pod (a handful of containers, a few dozen env entries, a patch of a few
+    kilobytes), and low enough that one request cannot hold the server up for the others.
+    """
+
+    containers_per_pod: int = Field(default=64, ge=1)
+    env_per_container: int = Field(default=1024, ge=1)
+    patch_bytes: int = Field(default=128 * 1024, ge=4096)
+
+
 class Policy(_Model):
     """The whole policy; ``roles`` are tried in the order written, then ``workloads``' exceptions."""
 
@@ -355,6 +367,7 @@ class Policy(_Model):
     workloads: list[Workload] = Field(default_factory=list)
     runtime: Runtime = Field(default_factory=Runtime)
     validation: Validation = Field(default_factory=Validation)
+    limits: Limits = Field(default_factory=Limits)
 
     def workload_rule(self, labels: dict[str, Any], workload: str | None) -> tuple[int, Workload] | None:
         """The first ``workloads`` entry that covers a pod with these labels and owner."""
@@ -390,8 +403,12 @@ class Policy(_Model):
 
     @cached_property
     def digest(self) -> str:
-        """Short content hash: the status annotation records which policy mutated a pod."""
-        canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+        """Short content hash: the status annotation records which policy mutated a pod.
+
+        ``limits`` is left out: it decides whether a pod is worked on, not what is done to it.
+        """
+        dumped = self.model_dump(mode="json", by_alias=True, exclude={"limits"})
+        canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 

@@ -9,6 +9,10 @@ A plane-guard bug must never block a pod: a failure inside the core answers ``al
 warning (or a deny with ``--on-error deny``); a request that is not an AdmissionReview gets a
 clear 4xx. Only a bug in the HTTP layer itself, before a uid is known, can answer 500 (the
 webhook's failurePolicy then decides).
+
+Memory stays bounded whatever clients send: each connection is bounded by webhook.connections,
+and the request bodies held at once by all requests together are bounded here (a request that
+would pass that bound gets 503 at once instead of waiting in memory).
 """
 
 from __future__ import annotations
@@ -22,18 +26,25 @@ import ssl
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from webhook import conventions, decision_log
+from webhook import connections, conventions, decision_log
 from webhook.admission import Admission, EnvelopeError, parse_review
-from webhook.tls import CHECK_INTERVAL_ENV, ServingCertificate, current_certificate, ssl_context_factory
+from webhook.tls import CHECK_INTERVAL_ENV, CLIENT_CA_ENV, ServingCertificate, current_certificate, ssl_context_factory
 
 SETTINGS_ENV = "PLANE_GUARD_SERVE_SETTINGS"
+#: Request bodies held in memory at once, all requests together, in units of --max-body-bytes.
+BODIES_IN_MEMORY = 4
+#: A body this small (a real review is tens of kilobytes) may use the last --max-body-bytes of
+#: that budget, which large bodies may not: a burst of huge requests never turns away a normal one.
+SMALL_BODY = 256 * 1024
+#: File descriptors kept free beyond --max-connections (listener, logs, certificate reads, pipes).
+SPARE_FILE_DESCRIPTORS = 64
 ADMISSION_PATHS = {
     conventions.PATH_MUTATE: ("mutate", False),
     conventions.PATH_MUTATE_AUDIT: ("mutate", True),
@@ -59,11 +70,23 @@ class Settings:
     keep_alive_timeout: int = 120
     graceful_timeout: int = 10
     cert_check_interval: float = 2.0
+    client_ca_file: str | None = None
+    max_connections: int = connections.ConnectionLimits.max_connections
+    max_header_bytes: int = connections.ConnectionLimits.max_header_bytes
+    max_headers: int = connections.ConnectionLimits.max_headers
+    header_timeout: float = connections.ConnectionLimits.header_timeout
+    body_timeout: float = connections.ConnectionLimits.body_timeout
+    idle_timeout: float = connections.ConnectionLimits.idle_timeout
+    drain_seconds: float = connections.ConnectionLimits.drain_seconds
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Settings":
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in vars(args).items() if k in known and v is not None})
+
+    def connection_limits(self) -> connections.ConnectionLimits:
+        names = connections.ConnectionLimits.__dataclass_fields__
+        return connections.ConnectionLimits(**{name: getattr(self, name) for name in names})
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -77,16 +100,47 @@ class _Disconnected(Exception):
     pass
 
 
+class _Busy(Exception):
+    pass
+
+
+class BodyBudget:
+    """Bytes of request bodies held in memory by this process, all requests together.
+
+    The last ``reserved`` bytes are kept for small bodies.
+    """
+
+    def __init__(self, limit: int, reserved: int):
+        self.limit, self.reserved = limit, reserved
+        self.used = 0
+
+    def take(self, size: int, small: bool) -> bool:
+        if self.used + size > (self.limit if small else self.limit - self.reserved):
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used -= size
+
+
 def _json_bytes(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _client_certificate(scope: dict) -> bool:
+    """A verified client certificate came with this connection (ASGI TLS extension)."""
+    return bool(scope.get("extensions", {}).get("tls", {}).get("client_cert_chain"))
 
 
 class AdmissionEndpoint:
     """ASGI endpoint for the four admission paths: body under a limit, one parse, one answer."""
 
-    def __init__(self, admission: Admission, max_body_bytes: int):
+    def __init__(self, admission: Admission, max_body_bytes: int, client_certificate_required: bool = False):
         self.admission = admission
         self.max_body_bytes = max_body_bytes
+        self.budget = BodyBudget(BODIES_IN_MEMORY * max_body_bytes, reserved=max_body_bytes)
+        self.client_certificate_required = client_certificate_required
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         try:
@@ -100,6 +154,9 @@ class AdmissionEndpoint:
 
     async def _serve(self, route: tuple[str, bool], scope: dict, receive: Callable, send: Callable) -> None:
         started = time.perf_counter()
+        if self.client_certificate_required and not _client_certificate(scope):
+            await self._refuse(send, 403, "a client certificate issued by the CA in --client-ca-file is required")
+            return
         if scope["method"] != "POST":
             await self._refuse(send, 405, "use POST with an AdmissionReview body", [(b"allow", b"POST")])
             return
@@ -119,27 +176,50 @@ class AdmissionEndpoint:
             if int(length) > self.max_body_bytes:
                 await self._refuse(send, 413, f"body larger than {self.max_body_bytes} bytes (--max-body-bytes)")
                 return
+        held = [0]
+        small = length is not None and int(length) <= SMALL_BODY
         try:
-            body = await self._read_body(receive)
+            body = await self._read_body(receive, held, small)
+            status, answer = self._decide(route, body, started)
         except _TooLarge:
-            await self._refuse(send, 413, f"body larger than {self.max_body_bytes} bytes (--max-body-bytes)")
+            status, answer = 413, f"body larger than {self.max_body_bytes} bytes (--max-body-bytes)"
+        except _Busy:
+            decision_log.limit_hit(
+                "body-memory",
+                f"answered 503: request bodies held in memory reached {self.budget.limit} bytes "
+                f"({BODIES_IN_MEMORY} x --max-body-bytes); many large requests at once",
+            )
+            await self._refuse(send, 503, "server busy: too many large requests at once; retry", [(b"retry-after", b"1")])
             return
         except _Disconnected:
             return
-        if not body:
-            await self._refuse(send, 400, "empty body: send an AdmissionReview (admission.k8s.io/v1) as JSON")
+        finally:
+            self.budget.give(held[0])
+        if status != 200:
+            await self._refuse(send, status, answer)
             return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+
+    def _decide(self, route: tuple[str, bool], body: bytes, started: float) -> tuple[int, Any]:
+        """(200, response bytes), or (4xx, message) for a body that is not an AdmissionReview."""
+        if not body:
+            return 400, "empty body: send an AdmissionReview (admission.k8s.io/v1) as JSON"
         webhook, audit = route
         try:
             review = parse_review(body)
         except EnvelopeError as exc:
-            await self._refuse(send, 400, str(exc))
-            return
+            return 400, str(exc)
         try:
             payload, fields = self.admission.decide(webhook, audit, review)
         except EnvelopeError as exc:
-            await self._refuse(send, 400, str(exc))
-            return
+            return 400, str(exc)
         except Exception:  # noqa: BLE001 - any bug once the uid is known gets the --on-error answer
             payload, fields = self.admission.error_answer(review, webhook, audit)
         seconds = time.perf_counter() - started
@@ -149,16 +229,10 @@ class AdmissionEndpoint:
 
             metrics.record_decision(webhook, fields["mode"], fields["decision"], fields.get("reasons", ()), seconds)
         decision_log.decision(fields)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        return 200, payload
 
-    async def _read_body(self, receive: Callable) -> bytes:
+    async def _read_body(self, receive: Callable, held: list[int], small: bool) -> bytes:
+        """The whole body; ``held[0]`` is what it took from the budget (the caller gives it back)."""
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -170,6 +244,9 @@ class AdmissionEndpoint:
                 size += len(chunk)
                 if size > self.max_body_bytes:
                     raise _TooLarge
+                if not self.budget.take(len(chunk), small):
+                    raise _Busy
+                held[0] += len(chunk)
                 chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -181,7 +258,7 @@ class AdmissionEndpoint:
         metrics.BAD_REQUESTS.labels(str(status)).inc()
         body = _json_bytes({"status": status, "message": message})
         extra = list(headers or [])
-        if status == 413:
+        if status in (403, 413, 503):
             extra.append((b"connection", b"close"))  # the rest of the body is not read
         await send(
             {
@@ -210,7 +287,7 @@ def create_app(
     admission = Admission(policy, mode=settings.mode, on_error=settings.on_error, mutate=mutate, validate=validate)
     metrics.POLICY.labels(policy.digest, settings.mode).set(1)
 
-    endpoint = AdmissionEndpoint(admission, settings.max_body_bytes)
+    endpoint = AdmissionEndpoint(admission, settings.max_body_bytes, client_certificate_required=bool(settings.client_ca_file))
     app = WebhookApp(endpoint, title="plane-guard", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.policy = policy
     app.state.settings = settings
@@ -222,13 +299,15 @@ def create_app(
 
     @app.get(conventions.PATH_READYZ)
     async def readyz(request: Request) -> JSONResponse:
-        """Ready: a valid certificate is loaded, the policy is valid, and this came over HTTPS."""
+        """Ready: a valid certificate is loaded, the policy is valid, this came over HTTPS, not draining."""
         serving = certificate()
         problems = []
         if serving is None or not serving.healthy:
             problems.append("no valid serving certificate loaded")
         if request.url.scheme != "https":
             problems.append("not serving over HTTPS")
+        if connections.current().draining:
+            problems.append("shutting down: draining connections")
         body = {
             "ready": not problems,
             "problems": problems,
@@ -301,6 +380,8 @@ def preflight(settings: Settings) -> str | None:
             "Run `plane-guard certs generate --out certs` (or mount the TLS Secret) and pass "
             "--cert-file/--key-file."
         )
+    if settings.client_ca_file and not Path(settings.client_ca_file).is_file():
+        return f"--client-ca-file {settings.client_ca_file} not found: pass the CA that issues the API server's client certificate."
     try:
         ServingCertificate(settings.cert_file, settings.key_file)
     except (ssl.SSLError, ValueError, OSError) as exc:
@@ -308,11 +389,48 @@ def preflight(settings: Settings) -> str | None:
             f"cannot load the serving certificate ({type(exc).__name__}): check that {settings.cert_file} and "
             f"{settings.key_file} are a matching PEM pair, or regenerate them with `plane-guard certs generate --force`."
         )
+    if settings.client_ca_file:
+        try:
+            ServingCertificate(settings.cert_file, settings.key_file, client_ca_file=settings.client_ca_file)
+        except (ssl.SSLError, ValueError, OSError) as exc:
+            return f"cannot load --client-ca-file {settings.client_ca_file} ({type(exc).__name__}): it must hold PEM CA certificates."
     if settings.max_body_bytes < 1024:
         return "--max-body-bytes must be at least 1024"
     if settings.workers < 1:
         return "--workers must be at least 1"
+    if settings.max_connections < 1 or settings.max_headers < 1 or settings.max_header_bytes < 1024:
+        return "--max-connections and --max-headers must be at least 1, --max-header-bytes at least 1024"
+    timeouts = (settings.header_timeout, settings.body_timeout, settings.idle_timeout, settings.keep_alive_timeout)
+    if min(timeouts) <= 0 or settings.drain_seconds < 0:
+        return "--header-timeout, --body-timeout, --idle-timeout and --keep-alive-timeout must be above 0, --drain-seconds 0 or more"
     return None
+
+
+def fit_open_file_limit(max_connections: int) -> int:
+    """Raise the open-file limit to fit ``max_connections``, or lower the cap to fit the limit.
+
+    Running out of file descriptors is worse than refusing connections: the event loop cannot
+    accept any more and closes its listener without a word.
+    """
+    import resource
+
+    wanted = max_connections + SPARE_FILE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return max_connections
+    fitted = max(1, soft - SPARE_FILE_DESCRIPTORS)
+    decision_log.LOG.warning(
+        "--max-connections lowered to fit the open-file limit (raise `ulimit -n` to allow more)",
+        extra={"fields": {"max_connections": fitted, "open_file_limit": soft}},
+    )
+    return fitted
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -323,16 +441,23 @@ def serve_command(args: argparse.Namespace) -> int:
     if problem:
         print(f"plane-guard serve: {problem}", file=sys.stderr)
         return 2
+    settings = replace(settings, max_connections=fit_open_file_limit(settings.max_connections))
     metrics_dir = None
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="plane-guard-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))
     os.environ[CHECK_INTERVAL_ENV] = str(settings.cert_check_interval)
+    os.environ[connections.LIMITS_ENV] = settings.connection_limits().to_env()
+    if settings.client_ca_file:
+        os.environ[CLIENT_CA_ENV] = settings.client_ca_file
 
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
-    uvicorn.run(
+    from webhook import lifecycle
+
+    config = uvicorn.Config(
         "webhook.server:app_from_environment",
         factory=True,
         host=settings.host,
@@ -341,8 +466,9 @@ def serve_command(args: argparse.Namespace) -> int:
         ssl_certfile=settings.cert_file,
         ssl_keyfile=settings.key_file,
         ssl_context_factory=ssl_context_factory,
-        loop="uvloop",
-        http="httptools",
+        loop="webhook.connections:GuardedLoop",
+        http=connections.GuardedHttpProtocol,
+        ws="none",
         lifespan="off",
         log_config=None,
         access_log=False,
@@ -351,7 +477,14 @@ def serve_command(args: argparse.Namespace) -> int:
         timeout_keep_alive=settings.keep_alive_timeout,
         timeout_graceful_shutdown=settings.graceful_timeout,
     )
+    code = 0
+    if settings.workers > 1:
+        lifecycle.Supervisor(config, sockets=[config.bind_socket()]).run()
+    else:
+        server = lifecycle.Server(config)
+        server.run()
+        code = 0 if server.started else STARTUP_FAILURE
     decision_log.flush()
     if metrics_dir:
         shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
+    return code

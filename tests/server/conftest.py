@@ -1,4 +1,4 @@
-"""Fixtures: certificates, and plane-guard servers (enforce, audit, deny policy) for the session."""
+"""Fixtures: certificates, and plane-guard servers (enforce, audit, deny policy, tight limits) for the session."""
 
 from __future__ import annotations
 
@@ -62,3 +62,18 @@ def client(enforce_server):
     client = enforce_server.client()
     yield client
     client.close()
+
+
+#: Connection limits small enough to hit quickly in a test.
+TIGHT = (
+    "--max-header-bytes", "4096", "--max-headers", "20",
+    "--header-timeout", "1", "--body-timeout", "1", "--idle-timeout", "1",
+)
+
+
+@pytest.fixture(scope="module")
+def tight_server(tmp_path_factory, cert_dir):
+    """A server of its own per test module, with TIGHT limits."""
+    server = _start(tmp_path_factory, cert_dir, "tight", *TIGHT)
+    yield server
+    server.stop()

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from webhook import certs
+
 ROOT = Path(__file__).resolve().parents[2]
 SNI = "plane-guard.plane-guard.svc"
 
@@ -109,20 +111,34 @@ def decode_patch(response: dict[str, Any]) -> list[dict[str, Any]]:
 class WebhookProcess:
     """``plane-guard serve`` in a subprocess on a free loopback port."""
 
-    def __init__(self, cert_dir: Path, log_path: Path, *extra: str, cert_file: Path | None = None, key_file: Path | None = None):
+    def __init__(
+        self,
+        cert_dir: Path,
+        log_path: Path,
+        *extra: str,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+        open_files: int | None = None,
+    ):
+        self.open_files = open_files  # an RLIMIT_NOFILE for the server (soft and hard)
         self.port = free_port()
         self.ca_file = cert_dir / "ca.crt"
         self.log_path = log_path
         self.args = [
             sys.executable, "-m", "webhook.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
             "--cert-file", str(cert_file or cert_dir / "tls.crt"), "--key-file", str(key_file or cert_dir / "tls.key"),
+            # No drain on stop unless a test asks for one: stopping the session's servers stays quick.
+            *(() if "--drain-seconds" in extra else ("--drain-seconds", "0")),
             *extra,
         ]
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> "WebhookProcess":
         self._log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.args, cwd=ROOT, stdout=self._log, stderr=self._log, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        self.process = subprocess.Popen(
+            self.args, cwd=ROOT, stdout=self._log, stderr=self._log, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            preexec_fn=self._limit_open_files if self.open_files else None,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -137,22 +153,47 @@ class WebhookProcess:
                 time.sleep(0.1)
         raise RuntimeError(f"plane-guard serve did not answer within {timeout} s: {self.log()[-2000:]}")
 
+    def _limit_open_files(self) -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
+
     def client(self) -> ApiServerClient:
         return ApiServerClient(self.port, self.ca_file)
+
+    def log_records(self) -> list[dict[str, Any]]:
+        records = []
+        for line in self.log().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return records
+
+    def limit_hits(self, limit: str) -> float:
+        """``plane_guard_limit_hits_total`` for one limit, read from /metrics."""
+        client = self.client()
+        try:
+            text = client.get("/metrics")[1].decode()
+        finally:
+            client.close()
+        return metric_samples(text, "plane_guard_limit_hits_total").get(labels(limit=limit), 0)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def decisions(self) -> list[dict[str, Any]]:
-        lines = []
-        for line in self.log().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if record.get("logger") == "plane_guard.decision":
-                lines.append(record)
-        return lines
+        return [record for record in self.log_records() if record.get("logger") == "plane_guard.decision"]
+
+    def decision(self, uid: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The decision line for ``uid`` (written just after the answer: waited for, bounded)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [d for d in self.decisions() if d.get("uid") == uid]
+            if found or time.monotonic() > deadline:
+                assert found, f"no decision logged for {uid}"
+                return found[-1]
+            time.sleep(0.05)
 
     def stop(self) -> int | None:
         if self.process is None:
@@ -218,3 +259,27 @@ class InProcessServer:
     def __exit__(self, *exc: Any) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
+
+
+class SecretVolume:
+    """The layout kubelet gives a Secret volume: files -> ``..data`` -> a timestamped directory."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir()
+        self.generation = 0
+
+    def publish(self, bundle: certs.Bundle) -> Path:
+        self.generation += 1
+        target = self.root / f"..2026_11_26_{self.generation:02d}"
+        target.mkdir()
+        for name, data in (("ca.crt", bundle.ca_pem), ("tls.crt", bundle.cert_pem), ("tls.key", bundle.key_pem)):
+            (target / name).write_bytes(data)
+        staging = self.root / "..data_tmp"
+        staging.symlink_to(target.name)
+        os.replace(staging, self.root / "..data")  # atomic swap, as kubelet does
+        for name in ("ca.crt", "tls.crt", "tls.key"):
+            link = self.root / name
+            if not link.is_symlink():
+                link.symlink_to(f"..data/{name}")
+        return target

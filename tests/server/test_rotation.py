@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
-import os
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.server.harness import ApiServerClient, WebhookProcess
+from tests.server.harness import ApiServerClient, SecretVolume, WebhookProcess
 from tests.server.pods import plane_pod, review
 from webhook import certs
 
@@ -22,30 +23,6 @@ MAX_REQUESTS = 6000
 
 def _fingerprint(cert_pem: bytes) -> str:
     return hashlib.sha256(x509.load_pem_x509_certificate(cert_pem).public_bytes(Encoding.DER)).hexdigest()
-
-
-class SecretVolume:
-    """The layout kubelet gives a Secret volume: files -> ``..data`` -> a timestamped directory."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        root.mkdir()
-        self.generation = 0
-
-    def publish(self, bundle: certs.Bundle) -> Path:
-        self.generation += 1
-        target = self.root / f"..2026_11_26_{self.generation:02d}"
-        target.mkdir()
-        for name, data in (("ca.crt", bundle.ca_pem), ("tls.crt", bundle.cert_pem), ("tls.key", bundle.key_pem)):
-            (target / name).write_bytes(data)
-        staging = self.root / "..data_tmp"
-        staging.symlink_to(target.name)
-        os.replace(staging, self.root / "..data")  # atomic swap, as kubelet does
-        for name in ("ca.crt", "tls.crt", "tls.key"):
-            link = self.root / name
-            if not link.is_symlink():
-                link.symlink_to(f"..data/{name}")
-        return target
 
 
 class Load:
@@ -145,7 +122,7 @@ def test_half_written_pair_is_not_used(rotation):
     client = server.client()
     try:
         assert client.peer_fingerprint() == _fingerprint(first.cert_pem)
-        assert b"still serving the previous one" in client.get("/readyz")[1]
+        assert b"does not match the certificate; still serving the previous certificate" in client.get("/readyz")[1]
     finally:
         client.close()
     (current / "tls.key").write_bytes(third.key_pem)
@@ -199,3 +176,61 @@ def test_clients_without_sni_also_get_the_new_certificate(tmp_path):
     finally:
         thread.join(timeout=10)
         listener.close()
+
+
+def _leaf(not_before: dt.datetime, not_after: dt.datetime) -> tuple[bytes, bytes]:
+    """A pair (certificate, key) for the Service name, valid only between the two times."""
+    leaf = trustme.CA().issue_cert("plane-guard.plane-guard.svc", not_before=not_before, not_after=not_after)
+    return leaf.cert_chain_pems[0].bytes(), leaf.private_key_pem.bytes()
+
+
+def _reload_warnings(server: WebhookProcess) -> list[dict]:
+    return [r for r in server.log_records() if r.get("msg", "").startswith("certificate reload failed")]
+
+
+@pytest.mark.parametrize(
+    "window, reason",
+    [
+        ((-30, -1), "expired at"),  # days from now
+        ((2, 30), "not valid before"),
+    ],
+    ids=["expired", "not-yet-valid"],
+)
+def test_a_certificate_outside_its_validity_is_never_switched_to(rotation, window, reason):
+    server, volume, _, (first, _, _) = rotation
+    now = dt.datetime.now(dt.timezone.utc)
+    cert, key = _leaf(now + dt.timedelta(days=window[0]), now + dt.timedelta(days=window[1]))
+    volume.publish(certs.Bundle(ca_pem=first.ca_pem, cert_pem=cert, key_pem=key))
+    time.sleep(1.5)  # several checks (--cert-check-interval 0.2)
+    client = server.client()
+    try:
+        assert client.peer_fingerprint() == _fingerprint(first.cert_pem)
+        status, body = client.get("/readyz")
+        assert status == 200 and reason.encode() in body
+    finally:
+        client.close()
+    warnings = _reload_warnings(server)
+    assert len(warnings) == 1, warnings  # once, not on every check
+    assert warnings[0]["level"] == "warning" and reason in warnings[0]["reason"]
+
+
+def test_a_mismatched_pair_is_logged_once_then_a_good_pair_is_used(rotation):
+    server, volume, bundle_file, (first, second, third) = rotation
+    mixed = certs.Bundle(ca_pem=second.ca_pem, cert_pem=second.cert_pem, key_pem=third.key_pem)
+    volume.publish(mixed)
+    time.sleep(1.0)
+    warnings = _reload_warnings(server)
+    assert len(warnings) == 1 and "does not match" in warnings[0]["reason"]
+    volume.publish(second)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        client = server.client()
+        try:
+            if client.peer_fingerprint() == _fingerprint(second.cert_pem):
+                break
+        finally:
+            client.close()
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the good pair was never used")
+    assert len(_reload_warnings(server)) == 1
