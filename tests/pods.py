@@ -197,11 +197,11 @@ class Pod:
         podman("pod", "stop", "--time", str(int(grace)), self.name, timeout=grace + 60, check=False)
         return {name: self.exit_code(name) for name in self.container_names()}
 
-    def remove(self) -> None:
-        """Remove the pod, its containers, volumes and secrets; safe to call more than once."""
+    def remove(self, grace: int = 2) -> None:
+        """Remove the pod (SIGKILL after ``grace`` s), its volumes and secrets; safe to call more than once."""
         if not self._started:
             return
-        podman("pod", "rm", "--force", "--time", "2", self.name, timeout=120, check=False)
+        podman("pod", "rm", "--force", "--time", str(grace), self.name, timeout=120, check=False)
         for volume in self.volumes:
             podman("volume", "rm", "--force", volume, timeout=60, check=False)
         for secret in self.secrets.values():
