@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8443
 
-.PHONY: venv run test proof bench lint clean
+.PHONY: venv run test proof bench image image-report lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,10 @@ run: $(STAMP)
 	@echo "           https://plane-guard.plane-guard.svc:$(PORT)/mutate"
 	$(BIN)/plane-guard serve --host $(HOST) --port $(PORT) --cert-file certs/tls.crt --key-file certs/tls.key
 
-## test: every test, against real gunicorn, uvicorn over TLS and the RabbitMQ on 127.0.0.1:5672
+## test: every test, against real gunicorn, uvicorn over TLS, the RabbitMQ on 127.0.0.1:5672 and podman
+## (tools/prerequisites.py first installs what is missing, as root, and starts RabbitMQ)
 test: $(STAMP)
+	$(BIN)/python -m tools.prerequisites
 	$(BIN)/pytest
 
 ## proof: the silent-loss table (baseline vs guarded) from real processes and a real broker
@@ -36,8 +38,16 @@ proof: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
 
+## image: both images (plane-guard, plane-guard-runtime), offline, with podman or docker; cached by content
+image: $(STAMP)
+	$(BIN)/python -m tools.images
+
+## image-report: image sizes, what the init container makes a node pull, the start-up time it adds
+image-report: $(STAMP)
+	$(BIN)/python -m tests.bench.image_report
+
 lint: $(STAMP)
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint Dockerfile tests/containers/plane-app.Dockerfile
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
