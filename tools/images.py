@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -248,7 +249,7 @@ class Build:
 
     def inputs(self, tool: str) -> str:
         files = {
-            str(p.relative_to(self.context)): hashlib.sha256(p.read_bytes()).hexdigest()
+            str(p.relative_to(self.context)): (hashlib.sha256(p.read_bytes()).hexdigest(), stat.S_IMODE(p.stat().st_mode))
             for p in context_files(self.context, self.include)
         }
         images = {k: image_id(tool, v) for k, v in self.build_args.items() if k.endswith("_IMAGE")}
