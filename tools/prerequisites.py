@@ -43,6 +43,8 @@ TOOLS = (
     Tool(("busybox",), "busybox", (), "running the wrapper under busybox sh"),
     Tool(("podman",), "podman", ("containers",), "building the images and playing pods"),
     Tool(("runc",), "runc", ("containers",), "podman's container runtime"),
+    # podman builds its pods' pause image from catatonit locally, instead of pulling one.
+    Tool(("catatonit",), "catatonit", ("containers",), "the pods' infra process, without a registry"),
     Tool(("mmdebstrap",), "mmdebstrap", ("containers",), "the offline Debian base image"),
     # Debian's kubernetes-client is too old for the manifests: install kubectl 1.27+ yourself.
     Tool(("kubectl", "kustomize"), None, ("manifests",), "building manifests/ (kubectl 1.27+ embeds kustomize)"),
