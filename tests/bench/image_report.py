@@ -122,10 +122,10 @@ def main() -> int:
         return 2
 
     full, runtime = sizes(images.full), sizes(images.runtime)
-    print("image                                   | uncompressed MB | compressed MB (pulled)")
+    print(f"{'image':<48} | uncompressed MB | compressed MB (pulled)")
     for label, (raw, packed) in (("plane-guard (full: webhook, bootstrap, runtime)", full),
                                  ("plane-guard-runtime (init container only)", runtime)):
-        print(f"{label:<48}| {mb(raw):>15.1f} | {mb(packed):>10.2f}")
+        print(f"{label:<48} | {mb(raw):>15.1f} | {mb(packed):>10.2f}")
     print()
     print("what the init container makes each node pull (no layer shared with Plane's image):")
     print(f"  full image {mb(full[1]):.2f} MB, runtime image {mb(runtime[1]):.2f} MB")
