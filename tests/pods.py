@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import base64
 import copy
+import io
 import json
 import os
 import re
 import subprocess
+import tarfile
 import tempfile
 import time
 import uuid
@@ -252,14 +254,27 @@ class Pod:
         return podman("exec", *options, self.container(name), *argv, timeout=timeout, check=False)
 
     def read_file(self, name: str, path: str) -> str:
-        done = self.exec(name, ["cat", path])
+        """A file as the container sees it (its volumes included), read without running anything in it."""
+        try:
+            done = subprocess.run([PODMAN, "cp", f"{self.container(name)}:{path}", "-"], capture_output=True,
+                                  timeout=60, env=engine_env())
+        except subprocess.TimeoutExpired:
+            raise PodError(f"podman cp of {path} from {name} did not finish within 60 s") from None
         if done.returncode != 0:
-            raise PodError(f"cannot read {path} in {name}: {done.stderr.strip()}")
-        return done.stdout
+            raise PodError(f"cannot read {path} in {name}: {done.stderr.decode(errors='replace').strip()}")
+        with tarfile.open(fileobj=io.BytesIO(done.stdout)) as archive:
+            member = archive.next()
+            handle = archive.extractfile(member) if member is not None else None
+            if handle is None:
+                raise PodError(f"{path} in {name} is not a regular file")
+            return handle.read().decode(errors="replace")
 
     def pid1(self, name: str) -> list[str]:
-        """The command line of the container's PID 1."""
-        return [part for part in self.read_file(name, "/proc/1/cmdline").split("\0") if part]
+        """The command line of the container's PID 1 (read from the host's /proc)."""
+        pid = self.state(name).get("Pid")
+        if not pid:
+            raise PodError(f"{name} is not running\n{self.describe()}")
+        return [part for part in Path(f"/proc/{pid}/cmdline").read_text().split("\0") if part]
 
     def describe(self) -> str:
         """Every container's state and the end of its log, for failure messages."""

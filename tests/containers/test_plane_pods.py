@@ -149,7 +149,7 @@ def test_the_init_container_ran_as_non_root(played):
 
 @pytest.mark.parametrize("played", ENTERPRISE, indirect=True)
 def test_enterprise_pods_run_non_root_on_a_read_only_root(played):
-    status = played.pod.read_file(played.container, "/proc/1/status")
+    status = played.pod.exec(played.container, ["cat", "/proc/1/status"]).stdout
     uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
     assert uid_line.split()[1:] == ["1000"] * 4, uid_line
     attempt = played.pod.exec(played.container, ["touch", "/code/written"])
