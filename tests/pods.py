@@ -13,20 +13,24 @@ spec written for a cluster runs on one machine next to other test runs, and noth
 * the pod, its Secrets and its emptyDir volumes get a per-run suffix, because podman keeps them
   machine-wide (podman 4 makes each emptyDir a named volume); the references follow;
 * Secrets become podman secrets holding what ``kube play`` reads from them (key -> base64 value);
-  ConfigMaps are played with the pod;
+  ConfigMaps are played with the pod; ``envFrom.prefix``, which podman ignores, is applied to a
+  copy of the ConfigMap or Secret (prefixed names, invalid ones left out, as the kubelet does);
 * ``hostNetwork: true`` (by default), so the containers reach services on 127.0.0.1;
 * ``restartPolicy: Never``, so a crash is seen instead of a restart loop; init containers are
   kept after they ran (podman's ``always`` type), so their logs can be read;
 * annotations longer than 63 characters are left out (podman 4 checks annotation values against
   the label limit, which Kubernetes does not); ``dropped_annotations`` lists them.
 
-Not covered: Services, probes (not run by ``kube play``), fieldRef env values other than podman's.
+Not covered (podman 4 does not do them and no test needs them yet): ``$(VAR)`` references in
+``env``, ``command`` and ``args`` (podman passes them on as written), probes, Services, fieldRef
+values other than podman's.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import io
 import json
 import os
@@ -48,6 +52,8 @@ PODMAN = "podman"
 _SUFFIX = re.compile(r"-pgt(\d+)-[0-9a-f]{6}$")
 _INIT_TYPE_ANNOTATION = "io.podman.annotations.init.container.type"
 _PODMAN_ANNOTATION_LIMIT = 63
+#: The kubelet's rule for variable names that come from envFrom.
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 
 
 class PodError(RuntimeError):
@@ -94,12 +100,22 @@ def remove_stale() -> None:
                 podman(kind, "rm", "-f", name, check=False, timeout=120)
 
 
-def _secret_payload(secret: Mapping[str, Any]) -> str:
+def _secret_payload(secret: Mapping[str, Any], prefix: str = "") -> str:
     """What ``kube play`` reads from a podman secret named in ``secretRef``/``secretKeyRef``."""
     data = dict(secret.get("data") or {})
     for key, value in (secret.get("stringData") or {}).items():
         data[key] = base64.b64encode(str(value).encode()).decode()
-    return json.dumps(data)
+    return json.dumps(_prefixed(data, prefix))
+
+
+def _prefixed(data: Mapping[str, str], prefix: str) -> dict[str, str]:
+    """``envFrom.prefix`` as the kubelet applies it: prefixed names, invalid ones left out."""
+    return {prefix + key: value for key, value in data.items() if _ENV_NAME.match(prefix + key)}
+
+
+def _token(prefix: str) -> str:
+    """A name-safe token for an envFrom prefix."""
+    return "p" + hashlib.sha256(prefix.encode()).hexdigest()[:6]
 
 
 def _containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -122,7 +138,8 @@ class Pod:
         self.host_network = host_network
         self.suffix = f"-pgt{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.name = (self.spec.get("metadata") or {}).get("name", "pod") + self.suffix
-        self.secrets: dict[str, str] = {}
+        #: podman secret name -> (Secret name, envFrom prefix)
+        self.secrets: dict[str, tuple[str, str]] = {}
         self.volumes: list[str] = []
         self.played: dict[str, Any] = {}
         self.dropped_annotations: dict[str, str] = {}
@@ -153,17 +170,32 @@ class Pod:
             for mount in container.get("volumeMounts") or []:
                 mount["name"] = renamed_volumes.get(mount["name"], mount["name"])
             for source in container.get("envFrom") or []:
+                prefix = source.pop("prefix", "")
                 if "secretRef" in source:
-                    source["secretRef"]["name"] = self._secret(source["secretRef"]["name"])
+                    source["secretRef"]["name"] = self._secret(source["secretRef"]["name"], prefix)
+                elif "configMapRef" in source and prefix:
+                    source["configMapRef"]["name"] = self._prefixed_config_map(source["configMapRef"]["name"], prefix)
             for variable in container.get("env") or []:
                 reference = (variable.get("valueFrom") or {}).get("secretKeyRef")
                 if reference:
                     reference["name"] = self._secret(reference["name"])
-        config_maps = [o for o in self.objects if o.get("kind") == "ConfigMap"]
-        return pod, config_maps
+        return pod, [o for o in self.objects if o.get("kind") == "ConfigMap"]
 
-    def _secret(self, name: str) -> str:
-        return self.secrets.setdefault(name, name + self.suffix)
+    def _secret(self, name: str, prefix: str = "") -> str:
+        podman_name = f"{name}-{_token(prefix)}{self.suffix}" if prefix else name + self.suffix
+        self.secrets[podman_name] = (name, prefix)
+        return podman_name
+
+    def _prefixed_config_map(self, name: str, prefix: str) -> str:
+        """podman ignores ``envFrom.prefix``: play a copy of the ConfigMap with the prefixed names."""
+        derived = f"{name}-{_token(prefix)}"
+        source = next((o for o in self.objects if o.get("kind") == "ConfigMap" and o["metadata"]["name"] == name), None)
+        if source is not None and not any(o["metadata"]["name"] == derived for o in self.objects):
+            copy_ = copy.deepcopy(source)
+            copy_["metadata"]["name"] = derived
+            copy_["data"] = _prefixed(source.get("data") or {}, prefix)
+            self.objects.append(copy_)
+        return derived
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self, timeout: float = 120.0) -> "Pod":
@@ -173,9 +205,9 @@ class Pod:
         self._started = True
         try:
             by_name = {o["metadata"]["name"]: o for o in self.objects if o.get("kind") == "Secret"}
-            for name, podman_name in self.secrets.items():
+            for podman_name, (name, prefix) in self.secrets.items():
                 if name in by_name:
-                    podman("secret", "create", podman_name, "-", input=_secret_payload(by_name[name]))
+                    podman("secret", "create", podman_name, "-", input=_secret_payload(by_name[name], prefix))
             with tempfile.TemporaryDirectory(prefix="plane-guard-pod-") as scratch:
                 path = Path(scratch) / "pod.yaml"
                 path.write_text(yaml.safe_dump_all([*config_maps, pod], sort_keys=False))
@@ -206,7 +238,7 @@ class Pod:
         podman("pod", "rm", "--force", "--time", str(grace), self.name, timeout=120, check=False)
         for volume in self.volumes:
             podman("volume", "rm", "--force", volume, timeout=60, check=False)
-        for secret in self.secrets.values():
+        for secret in self.secrets:
             podman("secret", "rm", secret, timeout=60, check=False)
         self._started = False
 
@@ -269,12 +301,16 @@ class Pod:
                 raise PodError(f"{path} in {name} is not a regular file")
             return handle.read().decode(errors="replace")
 
-    def pid1(self, name: str) -> list[str]:
-        """The command line of the container's PID 1 (read from the host's /proc)."""
+    def host_pid(self, name: str) -> int:
+        """The host's PID of the container's PID 1 (for ss, /proc and signals from the host)."""
         pid = self.state(name).get("Pid")
         if not pid:
             raise PodError(f"{name} is not running\n{self.describe()}")
-        return [part for part in Path(f"/proc/{pid}/cmdline").read_text().split("\0") if part]
+        return int(pid)
+
+    def pid1(self, name: str) -> list[str]:
+        """The command line of the container's PID 1 (read from the host's /proc)."""
+        return [part for part in Path(f"/proc/{self.host_pid(name)}/cmdline").read_text().split("\0") if part]
 
     def describe(self) -> str:
         """Every container's state and the end of its log, for failure messages."""

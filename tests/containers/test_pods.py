@@ -64,6 +64,21 @@ def test_environment_init_containers_and_exec(images):
     assert _left_behind(pod) == []
 
 
+def test_env_from_prefix_is_applied_as_the_kubelet_does(images):
+    """podman ignores envFrom.prefix; the runner plays prefixed copies of the ConfigMap and Secret."""
+    spec = busybox_pod(images, "exec /bin/busybox sleep 60")
+    spec["spec"]["containers"][0]["envFrom"] = [
+        {"prefix": "MAP_", "configMapRef": {"name": "settings"}},
+        {"prefix": "SECRET_", "secretRef": {"name": "credentials"}},
+    ]
+    with Pod(spec, OBJECTS, images={"example.org/app:1": images.runtime}) as pod:
+        pod.wait_running("app")
+        env = set(pod.exec("app", ["/bin/busybox", "env"]).stdout.splitlines())
+    assert {"MAP_FROM_MAP=map-value", "SECRET_FROM_SECRET=secret-value", "SECRET_KEY=key-value"} <= env
+    assert not {line for line in env if line.startswith(("FROM_MAP=", "FROM_SECRET="))}
+    assert _left_behind(pod) == []
+
+
 def test_a_failing_init_container_stops_the_pod_and_says_why(images):
     pod = Pod(busybox_pod(images, "exec /bin/busybox sleep 60", init=["echo init-broke >&2; exit 3"]), OBJECTS,
               images={"example.org/app:1": images.runtime})
