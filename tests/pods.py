@@ -308,6 +308,11 @@ class Pod:
             raise PodError(f"{name} is not running\n{self.describe()}")
         return int(pid)
 
+    def host_pids(self, name: str) -> dict[int, int]:
+        """Every process of the container: its PID inside the container -> its PID on the host."""
+        rows = podman("top", self.container(name), "pid", "hpid").stdout.splitlines()[1:]
+        return {int(inside): int(host) for inside, host in (row.split()[:2] for row in rows if row.strip())}
+
     def pid1(self, name: str) -> list[str]:
         """The command line of the container's PID 1 (read from the host's /proc)."""
         return [part for part in Path(f"/proc/{self.host_pid(name)}/cmdline").read_text().split("\0") if part]

@@ -61,6 +61,7 @@ def test_environment_init_containers_and_exec(images):
         assert pod.read_file("app", "/data/log").splitlines() == ["first", "second"]
         assert [pod.exit_code(f"init-{i}") for i in range(2)] == [0, 0]
         assert pod.pid1("app")[-2:] == ["sleep", "60"]
+        assert pod.host_pids("app") == {1: pod.host_pid("app")}
     assert _left_behind(pod) == []
 
 
