@@ -3,8 +3,10 @@
 podman does the work a kubelet does, for real: it runs the init containers in order and each to
 completion (a failing one stops the pod), gives every container its image's entrypoint and
 environment, ``command``/``args``, ``env``/``envFrom`` from ConfigMaps and Secrets, the user and
-``securityContext`` (``runAsUser``, ``runAsNonRoot``, ``readOnlyRootFilesystem``, capabilities),
+``securityContext`` (``runAsUser``, ``runAsGroup``, ``readOnlyRootFilesystem``, capabilities),
 resource limits (cgroups) and fresh ``emptyDir`` volumes in a mount namespace of their own.
+podman 4 does not check ``runAsNonRoot``; this module does, before playing, as the kubelet does
+(the effective user must be a numeric UID other than 0), and refuses the pod otherwise.
 
 What this module changes in the spec it plays (a copy; the caller's spec is untouched), so that a
 spec written for a cluster runs on one machine next to other test runs, and nothing else:
@@ -197,10 +199,26 @@ class Pod:
             self.objects.append(copy_)
         return derived
 
+    def _check_run_as_non_root(self, pod: dict[str, Any]) -> None:
+        """The kubelet's runAsNonRoot check, which podman 4 skips: PodError when a container would run as root."""
+        pod_context = pod["spec"].get("securityContext") or {}
+        for container in _containers(pod["spec"]):
+            context = {**pod_context, **(container.get("securityContext") or {})}
+            if not context.get("runAsNonRoot"):
+                continue
+            user = context.get("runAsUser")
+            if user is None:
+                image_user = podman("image", "inspect", "--format", "{{.Config.User}}", container["image"]).stdout.strip()
+                user = image_user.split(":")[0] or "0"
+            if not str(user).isdigit() or int(user) == 0:
+                raise PodError(f"container {container['name']} has runAsNonRoot and would run as user {user!r} "
+                               "(the kubelet refuses it: give the image a numeric non-root USER or set runAsUser)")
+
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self, timeout: float = 120.0) -> "Pod":
         """Play the pod: init containers run to completion, then the app containers are started."""
         pod, config_maps = self._playable()
+        self._check_run_as_non_root(pod)
         self.played = pod
         self._started = True
         try:

@@ -89,6 +89,20 @@ def test_a_failing_init_container_stops_the_pod_and_says_why(images):
     assert _left_behind(pod) == []
 
 
+@pytest.mark.parametrize("context", [{"runAsNonRoot": True}, {"runAsNonRoot": True, "runAsUser": 0}])
+def test_run_as_non_root_refuses_a_root_user_as_the_kubelet_does(images, context):
+    """podman does not check runAsNonRoot; the runner does, so a root image cannot slip through."""
+    spec = busybox_pod(images, "exec /bin/busybox sleep 60")
+    spec["spec"]["securityContext"] = context
+    pod = Pod(spec, OBJECTS, images={"example.org/app:1": images.app})  # the app image runs as root
+    with pytest.raises(PodError, match="runAsNonRoot"):
+        pod.start()
+    assert _left_behind(pod) == []
+    spec["spec"]["securityContext"] = {**context, "runAsUser": 1000}
+    with Pod(spec, OBJECTS, images={"example.org/app:1": images.runtime}) as allowed:
+        allowed.wait_running("app")
+
+
 def test_stop_reports_each_exit_code(images):
     with _play(images, "trap 'exit 7' TERM; while :; do /bin/busybox sleep 0.1; done", init=["true"]) as pod:
         pod.wait_running("app")
