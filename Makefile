@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8443
 
-.PHONY: venv run test proof bench stress lint clean
+.PHONY: venv run test proof bench stress image image-report lint clean
 
 # tests/apiserver runs a real kube-apiserver, etcd and kube-controller-manager from
 # KUBEBUILDER_ASSETS (envtest layout). When it is unset and the envtest kit sits next to the
@@ -41,8 +41,10 @@ $(ENVTEST_BIN)/.installed: $(ENVTEST_TARBALL)
 	sh $(ENVTEST_KIT)/install.sh $(ENVTEST_BIN) >/dev/null
 	touch $@
 
-## test: every test, against real gunicorn, uvicorn over TLS, the RabbitMQ on 127.0.0.1:5672 and a real kube-apiserver
+## test: every test, against real gunicorn, uvicorn over TLS, the RabbitMQ on 127.0.0.1:5672, podman and a
+## real kube-apiserver (tools/prerequisites.py first installs what is missing, as root, and starts RabbitMQ)
 test: $(STAMP) $(ENVTEST)
+	$(BIN)/python -m tools.prerequisites
 	$(BIN)/pytest
 
 ## proof: the silent-loss table (baseline vs guarded) from real processes and a real broker
@@ -58,8 +60,16 @@ bench: $(STAMP)
 stress: $(STAMP)
 	$(BIN)/python -m tests.bench.stress
 
+## image: both images (plane-guard, plane-guard-runtime), offline, with podman or docker; cached by content
+image: $(STAMP)
+	$(BIN)/python -m tools.images
+
+## image-report: image sizes, what the init container makes a node pull, the start-up time it adds
+image-report: $(STAMP)
+	$(BIN)/python -m tests.bench.image_report
+
 lint: $(STAMP)
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint Dockerfile tests/containers/plane-app.Dockerfile
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .envtest

@@ -2,12 +2,15 @@
 
 Both servers run as real processes on 127.0.0.1 (plane-guard through its CLI, with its default
 policy, decision logs and metrics on); each load step is bounded in time and request count.
+The floor is a minimal correct webhook (parses the review, allows it under its uid); the
+request carries a fresh uid per run, so an answer with any other uid counts as an error.
 Targets (benchmark, not a test): p99 <= 5 ms at 8 connections, throughput >= 0.5x the floor.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import ssl
@@ -15,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from tests.bench import startup
@@ -76,7 +80,9 @@ def main() -> int:
                         help="plane-guard server processes (default 1, like the floor; more is not a like-for-like ratio)")
     args = parser.parse_args()
 
-    body = EXAMPLE.read_bytes()
+    review = json.loads(EXAMPLE.read_bytes())
+    review["request"]["uid"] = str(uuid.uuid4())
+    body = json.dumps(review).encode()
     python = sys.executable
     with tempfile.TemporaryDirectory(prefix="plane-guard-bench-") as scratch:
         certs = Path(scratch)
@@ -132,7 +138,7 @@ def main() -> int:
                     server.kill()
             log.close()
 
-    print(f"plane-guard /mutate vs raw ASGI floor (uvicorn+uvloop+httptools, TLS, keep-alive; {os.cpu_count()} CPUs, "
+    print(f"plane-guard /mutate vs a minimal correct webhook as floor (uvicorn+uvloop+httptools, TLS, keep-alive; {os.cpu_count()} CPUs, "
           f"{args.processes} client processes, {args.workers} plane-guard worker(s), {args.duration:g} s per step)")
     header = (f"{'conns':>5} | {'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu us':>6} | "
               f"{'mutate rps':>10} {'p50 ms':>7} {'p99 ms':>7} {'cpu us':>6} {'errors':>6} | {'ratio':>5}")

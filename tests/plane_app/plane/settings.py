@@ -22,3 +22,8 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_ACCEPT_CONTENT = ["application/json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_IMPORTS = ("plane.bgtasks",)
+
+# Like Plane's periodic tasks: only a beat process sends them.
+CELERY_BEAT_SCHEDULE = {
+    "periodic-export": {"task": "plane.bgtasks.export_task", "schedule": 2.0, "args": ("beat",)},
+}

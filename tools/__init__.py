@@ -1,0 +1,1 @@
+"""Developer tooling run by the Makefile: test prerequisites, offline image builds."""
