@@ -231,7 +231,7 @@ class RuntimeResources(_Model):
 class Runtime(_Model):
     """The init container that delivers the wrapper and start-up hook into Plane pods."""
 
-    image: str = Field(default="ghcr.io/plane-guard/plane-guard:0.1.0", min_length=1)
+    image: str = Field(default="ghcr.io/plane-guard/plane-guard-runtime:0.1.0", min_length=1)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     mount_path: str = "/plane-guard"
     resources: RuntimeResources = Field(default_factory=RuntimeResources)

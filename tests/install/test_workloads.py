@@ -15,9 +15,11 @@ import pytest
 import yaml
 
 from webhook import __version__, cli, conventions
+from webhook.policy import Runtime
 from tests.install.conftest import INSTALLABLE, REPO, TARGETS, deployment, find, one, render, serve_args, webhook_container
 
 IMAGE = f"ghcr.io/plane-guard/plane-guard:{__version__}"
+RUNTIME_IMAGE = f"ghcr.io/plane-guard/plane-guard-runtime:{__version__}"
 WEBHOOK_LABELS = {"app.kubernetes.io/name": "plane-guard", "app.kubernetes.io/component": "webhook"}
 
 
@@ -171,14 +173,14 @@ def test_namespaced_objects_live_in_plane_guard_namespace() -> None:
 
 
 def test_one_image_everywhere() -> None:
-    """Server, certificate Job/CronJob and the runtime init container (policy) use the same image."""
+    """Server and certificate Job/CronJob use one image; Plane pods' init container its runtime image, same version."""
     images = set()
     for target in INSTALLABLE:
         for _, spec in pod_specs(render(target)):
             images |= {c["image"] for c in spec["containers"] + spec.get("initContainers", [])}
-    default_policy = yaml.safe_load((REPO / "webhook" / "default_policy.yaml").read_text())
-    images.add(default_policy["runtime"]["image"])
     assert images == {IMAGE}
+    default_policy = yaml.safe_load((REPO / "webhook" / "default_policy.yaml").read_text())
+    assert default_policy["runtime"]["image"] == RUNTIME_IMAGE == Runtime().image
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert pyproject["project"]["version"] == __version__
 
