@@ -219,6 +219,8 @@ table inet {table} {{
 #: Where a running alarm records the watermark to restore, so a killed run can be repaired.
 ALARM_STATE = Path(tempfile.gettempdir()) / "plane-guard-memory-alarm.json"
 _ALARM_WATERMARK = "0.000001"
+#: RabbitMQ's own default, the fallback when nothing says what the watermark was.
+_DEFAULT_WATERMARK = "0.4"
 
 
 def _watermark() -> str:
@@ -265,6 +267,12 @@ def memory_alarm() -> Iterator[None]:
     require_broker()
     restore_stale_memory_alarm()
     original = _watermark()
+    if original == _ALARM_WATERMARK or re.fullmatch(r"0\.0+\d*", original):
+        # Another run's alarm is on right now: what it will restore is what this one must.
+        try:
+            original = str(json.loads(ALARM_STATE.read_text())["watermark"])
+        except (OSError, ValueError, KeyError, TypeError):
+            original = _DEFAULT_WATERMARK
     ALARM_STATE.write_text(json.dumps({"pid": os.getpid(), "watermark": original}))
     try:
         _set_watermark(_ALARM_WATERMARK)
