@@ -158,9 +158,13 @@ def test_a_mounted_file_is_traced_to_its_configmap_key_or_secret():
 # --------------------------------------------------------------------------- webhook health
 
 
+#: Made at import, like NOW: the certificate's validity starts 5 minutes before NOW, whenever the test runs.
+BUNDLE = certs.generate("plane-guard", "plane-guard", 30, ["127.0.0.1"])
+
+
 @pytest.fixture(scope="module")
 def bundle() -> certs.Bundle:
-    return certs.generate("plane-guard", "plane-guard", 30, ["127.0.0.1"])
+    return BUNDLE
 
 
 def configuration(ca_pem: bytes | None, **client_config) -> dict:
