@@ -47,7 +47,8 @@ test: $(STAMP) $(ENVTEST)
 	$(BIN)/python -m tools.prerequisites
 	$(BIN)/pytest
 
-## proof: the silent-loss table (baseline vs guarded) from real processes and a real broker
+## proof: the silent-loss table (baseline vs guarded) from Plane pods in podman and a real broker;
+## builds the images first when they are missing
 proof: $(STAMP)
 	$(BIN)/python -m tests.proof
 

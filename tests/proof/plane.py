@@ -1,41 +1,46 @@
-"""Plane pods on this machine: the chart-shaped pod specs, mutated (guarded) or not (baseline).
+"""Plane pods in real containers: the chart-shaped pod specs, mutated (guarded) or not (baseline).
 
-The pods run the Plane-shaped app in ``tests/plane_app`` through ``tests/kubelet.py``. A guarded
-pod is the pod spec after ``webhook.mutation.mutate_pod`` with a policy whose runtime mount path
-is a fresh temporary directory; its init container runs ``plane-guard runtime install`` as written.
+podman plays each pod (``tests/pods.py``) on the host network, so the app reaches the RabbitMQ on
+127.0.0.1:5672 and the nftables black hole on loopback catches its connections like any other
+process's. The Plane containers run the Plane-shaped app image. A guarded pod is the spec after
+``webhook.mutation.mutate_pod`` with the default policy: its init container is the policy's
+runtime image (the local build of it) at the policy's mount path. What the app records (entrypoint
+markers, the worker's task log, the poller's outbox) is in a host directory of its own per pod,
+mounted as the hostPath volume ``test-state``, so it can be read during and after the run.
 """
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
-from tests.kubelet import Container, Image, Pod, wait_for
+from tests.containers import images as test_images
+from tests.pods import Pod, PodError, wait_for
+from tests.proof import broker
 from tests.proof.broker import VHost
+from tools import prerequisites
+from tools.images import Unavailable
 from webhook.mutation import apply_patch, mutate_pod
 from webhook.policy import Bounds, Policy, default_policy
 
 HERE = Path(__file__).resolve().parent
-APP_DIR = HERE.parent / "plane_app"
 PODS_FILE = HERE / "plane-pods.yaml"
-VENV_BIN = Path(sys.executable).parent
-PLANE_IMAGE = "makeplane/plane-backend"
-ENTERPRISE_IMAGE = "makeplane/backend-commercial"
 CONFIGS = ("baseline", "guarded")
-
+#: The volume of ``plane-pods.yaml`` that holds what the app records; its hostPath is set per pod.
+STATE_VOLUME = "test-state"
+#: Paths inside the state directory, as the ConfigMap ``plane-test-paths`` names them.
+MARKERS, TASK_LOG, OUTBOX = "markers.txt", "tasks.txt", "outbox"
 
 #: The pods of ``plane-pods.yaml`` by the short names the proof uses.
 POD_NAMES = {"api": "plane-api", "worker": "plane-worker", "poller": "plane-outbox-poller"}
@@ -55,18 +60,27 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def policy_for(mount_path: Path, base: Policy | None = None) -> Policy:
-    """The default policy (or ``base``) with the runtime mounted at ``mount_path``.
-
-    The gunicorn bounds are opened so the per-pod annotation can ask for rotation at 3.
-    """
+def policy_for(base: Policy | None = None) -> Policy:
+    """The default policy (or ``base``) with the gunicorn bounds opened, so the per-pod
+    annotation can ask for rotation at 3."""
     policy = base or default_policy()
     return policy.model_copy(
-        update={
-            "runtime": policy.runtime.model_copy(update={"mount_path": str(mount_path)}),
-            "validation": policy.validation.model_copy(update={"gunicorn_max_requests": Bounds(min=0, max=None)}),
-        }
+        update={"validation": policy.validation.model_copy(update={"gunicorn_max_requests": Bounds(min=0, max=None)})}
     )
+
+
+def ensure_images() -> test_images.Images:
+    """The app and runtime images, built first when missing (the builds ``make image`` runs).
+
+    ``tools.images.Unavailable`` when podman or what builds the images is not installed;
+    ``tools.images.BuildError`` when a build fails.
+    """
+    absent = prerequisites.missing("containers")
+    if absent:
+        packages = " ".join(t.package for t in absent if t.package)
+        raise Unavailable(f"the pods run in podman: {', '.join(t.name for t in absent)} missing "
+                          f"(apt-get install {packages})")
+    return test_images.ensure()
 
 
 @dataclass
@@ -75,6 +89,7 @@ class Publish:
 
     ``task_id`` identifies what the consumer must receive; ``marker`` is the payload, known even
     when the publish raised (so a raised publish that the broker delivered anyway is visible).
+    ``pid`` is the process's PID inside its container.
     """
 
     ok: bool
@@ -87,25 +102,58 @@ class Publish:
 
 @dataclass
 class Started:
-    """A running pod: its kubelet handle, app container, and the spec it was started from."""
+    """A running pod: the podman pod, its app container's name, the spec it was played from, and
+    the host directory behind its ``test-state`` volume."""
 
     config: str
     pod: Pod
-    container: Container
+    container: str
     spec: dict[str, Any]
-    markers: Path
-    init: list[Container] = field(default_factory=list)
+    state: Path
     port: int | None = None
-    task_log: Path | None = None
+    #: The app container's exit code once stopped.
+    exit_code: int | None = None
 
-    def stop(self) -> None:
-        self.pod.stop(grace=10)
+    @property
+    def markers(self) -> Path:
+        return self.state / MARKERS
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        """SIGTERM to every container, SIGKILL after ``grace`` (as the kubelet stops a pod); the app's exit code."""
+        if self.exit_code is None:
+            self.exit_code = self.pod.stop(grace=grace).get(self.container)
+        return self.exit_code
+
+    def remove(self) -> None:
+        self.pod.remove()
 
     def logs(self) -> str:
-        return self.container.logs()
+        return self.pod.logs(self.container)
 
     def marker_lines(self) -> list[str]:
         return self.markers.read_text().splitlines() if self.markers.exists() else []
+
+    def broker_ports(self, pid: int | None = None) -> list[int]:
+        """Local ports of the broker connections that process ``pid`` of the container holds (by
+        default every process of it), found by ``ss -p`` through the processes' host PIDs."""
+        host = self.pod.host_pids(self.container)
+        if pid is not None and pid not in host:
+            raise PodError(f"no process {pid} in {self.container} (it has {sorted(host)})")
+        pids = [host[pid]] if pid is not None else list(host.values())
+        return sorted(port for host_pid in pids for port in broker.broker_ports_of(host_pid))
+
+    def wait_ready(self, ready: Callable[[], bool], what: str, timeout: float) -> None:
+        """Poll ``ready()`` until true; PodError (with every container's log) if the app exits or time runs out."""
+
+        def check() -> bool:
+            if self.pod.exit_code(self.container) is not None:
+                raise PodError(f"the {self.config} {what} exited {self.pod.exit_code(self.container)}\n{self.pod.describe()}")
+            return ready()
+
+        try:
+            wait_for(check, timeout=timeout, interval=0.2, what=f"{self.config} {what} ready")
+        except TimeoutError as exc:
+            raise PodError(f"{exc}\n{self.pod.describe()}") from None
 
 
 class Api(Started):
@@ -133,9 +181,10 @@ class Api(Started):
 class Worker(Started):
     def runs(self) -> list[tuple[str, str]]:
         """(task id, marker) of every task the worker ran, in order; a task id twice is a duplicate."""
-        if not self.task_log.exists():
+        task_log = self.state / TASK_LOG
+        if not task_log.exists():
             return []
-        return [tuple(line.split()[:2]) for line in self.task_log.read_text().splitlines() if len(line.split()) >= 2]
+        return [tuple(line.split()[:2]) for line in task_log.read_text().splitlines() if len(line.split()) >= 2]
 
     def executed(self) -> set[str]:
         return {task_id for task_id, _ in self.runs()}
@@ -144,7 +193,9 @@ class Worker(Started):
 class Poller(Started):
     """The outbox poller: events go in as files, its markers say what it sent or failed to send."""
 
-    outbox: Path | None = None
+    @property
+    def outbox(self) -> Path:
+        return self.state / OUTBOX
 
     def add_event(self, event_id: str) -> None:
         (self.outbox / f"{event_id}.tmp").write_text(f'{{"id": "{event_id}"}}')
@@ -158,7 +209,7 @@ class Poller(Started):
             if len(parts) >= 3 and parts[0] in ("sent", "failed"):
                 ok = parts[0] == "sent"
                 error = None if ok else " ".join(parts[3:])
-                found.append(Publish(ok, self.container.pid, parts[1] if ok else None, error, float(parts[2]), parts[1]))
+                found.append(Publish(ok, None, parts[1] if ok else None, error, float(parts[2]), parts[1]))
         return found
 
     def sent(self) -> set[str]:
@@ -166,61 +217,58 @@ class Poller(Started):
 
 
 class PlaneRun:
-    """One proof run: a vhost of its own, a scratch directory, and the pods started in it."""
+    """One proof run: the images, a vhost of its own, a scratch directory, and the pods started in it."""
 
-    def __init__(self, root: Path | None = None):
+    def __init__(self, images: test_images.Images, root: Path | None = None):
+        self.images = images
         self.root = Path(root or tempfile.mkdtemp(prefix="plane-guard-proof-"))
         os.chmod(self.root, 0o755)
         self.pods, self.objects = load_fixtures()
+        self.policy = policy_for()
+        self.started: list[Started] = []
         self.vhost = VHost()
 
     def close(self) -> None:
-        """Delete the vhost and the scratch directory (kept when PLANE_GUARD_PROOF_KEEP=1, for debugging)."""
+        """Remove every pod, the vhost and the scratch directory (kept when PLANE_GUARD_PROOF_KEEP=1)."""
         try:
-            self.vhost.delete()
+            for started in self.started:
+                started.remove()
         finally:
-            if os.environ.get("PLANE_GUARD_PROOF_KEEP") != "1":
-                shutil.rmtree(self.root, ignore_errors=True)
+            try:
+                self.vhost.delete()
+            finally:
+                if os.environ.get("PLANE_GUARD_PROOF_KEEP") != "1":
+                    shutil.rmtree(self.root, ignore_errors=True)
 
     def _dir(self, name: str) -> Path:
         path = self.root / f"{name}-{uuid.uuid4().hex[:6]}"
         path.mkdir(parents=True)
-        os.chmod(path, 0o777)
+        (path / OUTBOX).mkdir()
+        for directory in (path, path / OUTBOX):
+            os.chmod(directory, 0o777)
         return path
 
-    def images(self, home: Path) -> dict[str, Image]:
-        env = {
-            "PATH": f"{VENV_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME": str(home),
-            "LANG": "C.UTF-8",
-            "PYTHONUNBUFFERED": "1",
-        }
-        plane = Image(workdir=str(APP_DIR), env={**env, "PYTHONPATH": str(APP_DIR / "image_python")})
-        runtime = Image(workdir="/", env=env, user=10001, group=10001)
-        return {PLANE_IMAGE: plane, ENTERPRISE_IMAGE: plane, default_policy().runtime.image: runtime}
-
-    def _objects(self, paths: dict[str, str], variables: dict[str, str]) -> list[dict[str, Any]]:
-        encoded = base64.b64encode(self.vhost.url().encode()).decode()
+    def _objects(self, port: int | None) -> list[dict[str, Any]]:
         secret = {
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": "plane-app-secrets", "namespace": "plane"},
             "type": "Opaque",
-            "data": {"AMQP_URL": encoded},
-            "stringData": {"SECRET_KEY": "not-a-real-secret"},
+            "stringData": {"AMQP_URL": self.vhost.url(), "SECRET_KEY": "not-a-real-secret"},
         }
-        maps = [
-            {"kind": "ConfigMap", "metadata": {"name": "plane-test-paths"}, "data": paths},
-            {"kind": "ConfigMap", "metadata": {"name": "plane-test-vars"}, "data": variables},
-        ]
-        return [*self.objects, secret, *maps]
+        variables = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "plane-test-vars"},
+                     "data": {"PORT": str(port or "")}}
+        return [*self.objects, secret, variables]
 
-    def _spec(self, pod: dict[str, Any], config: str, annotations: dict[str, str], mount: Path) -> dict[str, Any]:
+    def _spec(self, pod: dict[str, Any], config: str, annotations: dict[str, str], state: Path) -> dict[str, Any]:
         pod = json.loads(json.dumps(pod))
         pod["metadata"].setdefault("annotations", {}).update(annotations)
+        for volume in pod["spec"]["volumes"]:
+            if volume["name"] == STATE_VOLUME:
+                volume["hostPath"]["path"] = str(state)
         if config == "baseline":
             return pod
-        outcome = mutate_pod(pod, policy_for(mount))
+        outcome = mutate_pod(pod, self.policy)
         if not outcome.patch:
             raise AssertionError(f"the webhook did not mutate {pod['metadata']['name']}: {outcome.reasons}")
         return apply_patch(pod, outcome.patch)
@@ -228,37 +276,22 @@ class PlaneRun:
     def _start(self, kind: str, config: str, annotations: dict[str, str], started_cls: type) -> Started:
         if config not in CONFIGS:
             raise ValueError(f"config must be one of {CONFIGS}")
-        scratch = self._dir(kind)
-        markers = scratch / "markers.txt"
-        task_log = scratch / "tasks.txt"
-        outbox = scratch / "outbox"
-        outbox.mkdir(mode=0o777)
+        state = self._dir(kind)
         port = free_port() if kind == "api" else None
-        spec = self._spec(self.pods[kind], config, annotations, scratch / "runtime")
-        objects = self._objects(
-            {"MARKERS": str(markers), "TASK_LOG": str(task_log), "OUTBOX": str(outbox)},
-            {"PORT": str(port or "")},
-        )
-        home = scratch / "home"
-        home.mkdir()
-        pod = Pod(spec, self.images(home), objects, log_dir=scratch / "logs", switch_user=False)
-        try:
-            init = pod.run_init_containers(timeout=60)
-            container = pod.start()
-        except BaseException:
-            pod.stop(grace=1)
-            raise
-        started = started_cls(config, pod, container, spec, markers, init, port, task_log)
-        if isinstance(started, Poller):
-            started.outbox = outbox
+        spec = self._spec(self.pods[kind], config, annotations, state)
+        container = spec["spec"]["containers"][0]["name"]
+        images = {c["image"]: self.images.app for c in spec["spec"]["containers"]}
+        images[self.policy.runtime.image] = self.images.runtime
+        started = started_cls(config, Pod(spec, self._objects(port), images=images), container, spec, state, port)
+        self.started.append(started)
+        started.pod.start()
+        started.pod.wait_running(container)
         return started
 
     def start_api(self, config: str, annotations: dict[str, str] | None = None) -> Api:
         api = self._start("api", config, annotations or {}, Api)
 
-        def ready() -> bool:
-            if api.container.process.poll() is not None:
-                raise RuntimeError(f"the {config} API pod exited {api.container.process.returncode}:\n{api.logs()[-4000:]}")
+        def listening() -> bool:
             try:
                 with socket.create_connection(("127.0.0.1", api.port), timeout=1):
                     return True
@@ -266,27 +299,13 @@ class PlaneRun:
                 return False
 
         # A TCP connect, not an HTTP request: gunicorn counts requests towards --max-requests.
-        try:
-            wait_for(ready, timeout=45, interval=0.1, what=f"{config} API pod listening")
-        except BaseException:
-            api.stop()
-            raise
+        api.wait_ready(listening, "API pod", timeout=45)
         return api
 
     def _start_logging(self, kind: str, config: str, started_cls: type, ready_line: str) -> Started:
-        """Start a pod whose container says ``ready_line`` in its log when it is ready."""
+        """Start a pod whose app says ``ready_line`` in its log when it is ready."""
         started = self._start(kind, config, {}, started_cls)
-
-        def ready() -> bool:
-            if started.container.process.poll() is not None:
-                raise RuntimeError(f"the {config} {kind} pod exited:\n{started.logs()[-4000:]}")
-            return ready_line in started.logs()
-
-        try:
-            wait_for(ready, timeout=60, interval=0.2, what=f"{config} {kind} ready")
-        except BaseException:
-            started.stop()
-            raise
+        started.wait_ready(lambda: ready_line in started.logs(), f"{kind} pod", timeout=60)
         return started
 
     def start_worker(self, config: str) -> Worker:

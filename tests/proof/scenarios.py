@@ -1,4 +1,5 @@
-"""The silent-loss scenarios, run against real pods: shared by ``python -m tests.proof`` and the tests.
+"""The silent-loss scenarios, run against real pods in podman: shared by ``python -m tests.proof``
+and the tests.
 
 Each scenario starts a fresh API pod (baseline: the chart's pod spec; guarded: the same spec after
 plane-guard's mutation), publishes through its HTTP endpoint (the view calls ``task.delay()``),
@@ -25,8 +26,9 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Callable
 
+from tests.pods import remove_stale
 from tests.proof import broker
-from tests.proof.plane import Api, PlaneRun, Poller, Publish, Worker
+from tests.proof.plane import Api, PlaneRun, Poller, Publish, Started, Worker, ensure_images
 from webhook import conventions
 from webhook.policy import default_policy
 
@@ -37,9 +39,13 @@ ROTATION_REQUESTS = 12
 ROTATION_GAP = 0.3
 #: The default policy's bound on a publish (publishTimeoutSeconds).
 PUBLISH_BOUND = default_policy().roles["api"].publish_timeout_seconds
+#: gunicorn's master when the wrapper exec'd it: the first process of the container's PID namespace.
+CONTAINER_PID1 = 1
 #: The memory alarm of the blocked scenario lasts at least this long.
 ALARM_SECONDS = 12
 EVENTS_QUEUE = "plane-guard-proof-events"
+#: Seconds the outbox poller gets between SIGTERM (which it ignores) and SIGKILL.
+POLLER_GRACE = 1
 
 
 @dataclass
@@ -128,9 +134,10 @@ def await_arrivals(run: PlaneRun, worker: Worker, wanted: set[str], timeout: flo
             break
 
 
-def _connection_timeouts(run: PlaneRun, pid: int) -> list[int]:
-    """The heartbeat the broker negotiated for each connection process ``pid`` holds."""
-    ports = set(broker.broker_ports_of(pid))
+def _connection_timeouts(run: PlaneRun, started: Started, pid: int | None = None) -> list[int]:
+    """The heartbeat the broker negotiated for each connection that process ``pid`` of the pod
+    (by default any of its processes) holds."""
+    ports = set(started.broker_ports(pid))
     return sorted(c.timeout for c in run.vhost.connections() if c.peer_port in ports)
 
 
@@ -144,7 +151,7 @@ def _publish_many(api: Api, prefix: str, count: int, gap: float = 0.0) -> list[P
 
 
 def _finish(run: PlaneRun, worker: Worker, api: Api, result: Result) -> Result:
-    api.stop()
+    exit_code = api.stop()
     await_arrivals(run, worker, {p.task_id for p in result.publishes if p.ok})
     markers = {p.marker for p in result.publishes}  # unique per scenario within one worker's life
     runs = [(task_id, marker) for task_id, marker in worker.runs() if marker in markers]
@@ -153,8 +160,9 @@ def _finish(run: PlaneRun, worker: Worker, api: Api, result: Result) -> Result:
     result.logs["api"] = api.logs()
     result.logs["api_markers"] = "\n".join(api.marker_lines())
     master = re.search(r"Listening at: \S+ \((\d+)\)", result.logs["api"])
-    result.details["gunicorn_is_container_pid"] = bool(master) and int(master.group(1)) == api.container.pid
-    result.details["api_exit_code"] = api.container.process.returncode
+    result.details["gunicorn_is_container_pid"] = bool(master) and int(master.group(1)) == CONTAINER_PID1
+    result.details["api_exit_code"] = exit_code
+    api.remove()
     return result
 
 
@@ -181,8 +189,8 @@ def churn(run: PlaneRun, worker: Worker, config: str) -> Result:
     result = Result("broker-close-churn", config, [])
     try:
         result.publishes += _publish_many(api, "churn-warm", 3)
-        result.details["api_heartbeat"] = _connection_timeouts(run, result.publishes[-1].pid)
-        result.details["worker_heartbeat"] = _connection_timeouts(run, worker.container.pid)
+        result.details["api_heartbeat"] = _connection_timeouts(run, api, result.publishes[-1].pid)
+        result.details["worker_heartbeat"] = _connection_timeouts(run, worker)
         for round_ in range(3):
             run.vhost.close_all_connections()
             time.sleep(0.5)
@@ -202,7 +210,7 @@ def black_hole(run: PlaneRun, worker: Worker, config: str, direction: str = "bot
     result = Result("black-hole" if direction == "both" else "ack-lost", config, [])
     try:
         result.publishes += _publish_many(api, f"{result.scenario}-warm", 2)
-        ports = broker.broker_ports_of(result.publishes[-1].pid)
+        ports = api.broker_ports(result.publishes[-1].pid)
         result.details["black_holed_ports"] = ports
         with broker.black_hole(ports, direction):
             result.publishes += _publish_many(api, f"{result.scenario}-a", 3, gap=0.2)
@@ -221,7 +229,7 @@ def idle(run: PlaneRun, worker: Worker, config: str) -> Result:
     result = Result("idle-past-heartbeat", config, [])
     try:
         result.publishes += _publish_many(api, "idle-warm", 2)
-        ports_before = broker.broker_ports_of(result.publishes[-1].pid)
+        ports_before = api.broker_ports(result.publishes[-1].pid)
         live = {c.peer_port: c.timeout for c in run.vhost.connections()}
         result.details["api_heartbeat"] = sorted(live[p] for p in ports_before if p in live)
         time.sleep(IDLE_SECONDS)
@@ -268,7 +276,7 @@ def pika_black_hole(run: PlaneRun, _worker: Worker, config: str) -> Result:
     result = Result("pika-black-hole", config, [])
     try:
         _send_events(poller, f"{config}-warm", 2)
-        ports = broker.broker_ports_of(poller.container.pid)
+        ports = poller.broker_ports()
         result.details["black_holed_ports"] = ports
         with broker.black_hole(ports):
             for index in range(3):
@@ -276,13 +284,17 @@ def pika_black_hole(run: PlaneRun, _worker: Worker, config: str) -> Result:
                 time.sleep(0.2)
             time.sleep(2)
             _send_events(poller, f"{config}-hole-b", 2, timeout=PUBLISH_BOUND + 20)
-            poller.stop()  # still inside the black hole: nothing buffered reaches the broker later
+            # Still inside the black hole: nothing buffered reaches the broker later. The poller is
+            # its container's PID 1 with no SIGTERM handler, so it ignores SIGTERM (as in a
+            # cluster) and the stop is a SIGKILL after the grace period.
+            poller.stop(grace=POLLER_GRACE)
     finally:
-        poller.stop()
+        poller.stop(grace=POLLER_GRACE)
         result.publishes = poller.attempts()
         result.received = run.vhost.drain(EVENTS_QUEUE)
         result.received_markers = set(result.received)
         result.logs["poller"] = poller.logs()
+        poller.remove()
     return result
 
 
@@ -313,9 +325,11 @@ def run_all(report: Callable[[Result], None] = lambda result: None) -> list[Resu
     """Every scenario for every configuration, baseline first; ``report`` sees each result as it comes."""
     broker.require_broker()
     broker.require_nft()
+    images = ensure_images()
+    remove_stale()
     broker.remove_stale_black_holes()
     broker.restore_stale_memory_alarm()
-    run = PlaneRun()
+    run = PlaneRun(images)
     results: list[Result] = []
     try:
         for config in ("baseline", "guarded"):
@@ -330,7 +344,7 @@ def run_all(report: Callable[[Result], None] = lambda result: None) -> list[Resu
                         results.append(result)
                         report(result)
             finally:
-                worker.stop()
+                worker.remove()
     finally:
         run.close()
     return results

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kubelet import wait_for
+from tests.pods import wait_for
 from tests.proof.plane import free_port
 from tests.proof.scenarios import pid_runs
 from tests.runtime.conftest import APP_DIR, base_env

@@ -1,19 +1,25 @@
-"""The proof (``make proof``) as tests: real pods from the chart-shaped specs, mutated by the
-webhook's core, against the real RabbitMQ, with the black hole in nftables.
+"""The proof (``make proof``) as tests: the chart-shaped Plane pods, mutated by the webhook's core,
+played by podman on the host network against the real RabbitMQ, with the black hole in nftables.
 
 The scenarios run once per module (about two minutes); each test asserts one claim on the results.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from tests.proof import checks
+from tests.proof import broker, checks
 from tests.proof.scenarios import Result, run_all
 
-pytestmark = [pytest.mark.broker, pytest.mark.root]
+pytestmark = [pytest.mark.broker, pytest.mark.root, pytest.mark.containers]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +88,14 @@ def test_the_broker_shows_the_merged_heartbeat(results):
 
 def test_no_log_contains_the_broker_password(results):
     assert checks.check_no_password_in_logs(results) == []
+
+
+def test_without_podman_the_proof_says_what_to_install_and_exits_2(tmp_path):
+    """Only the broker's and nftables' tools on PATH: the proof stops before starting anything."""
+    for tool in (broker.RABBITMQCTL, broker.NFT, "ss"):
+        (tmp_path / Path(tool).name).symlink_to(shutil.which(tool))
+    done = subprocess.run([sys.executable, "-m", "tests.proof"], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, env={**os.environ, "PATH": str(tmp_path)})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "proof: cannot run:" in done.stderr and "apt-get install podman" in done.stderr, done.stderr
+    assert "scenario=" not in done.stdout
