@@ -35,6 +35,8 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests import processes
+
 ASSETS_VARIABLE = "KUBEBUILDER_ASSETS"
 #: controller-runtime's default asset directory, used when the variable is unset.
 DEFAULT_ASSETS = Path("/usr/local/kubebuilder/bin")
@@ -119,13 +121,7 @@ class _Server:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self, timeout: float = 15) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        processes.stop(self.process, timeout)
 
 
 class ControlPlane:

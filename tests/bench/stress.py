@@ -21,7 +21,6 @@ import multiprocessing
 import os
 import resource
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from typing import Any, Callable
 
 import trustme
 
+from tests import processes
 from tests.server import abuse
 from tests.server.harness import ApiServerClient, SecretVolume, free_port
 from tests.server.pods import plane_pod, review
@@ -133,15 +133,9 @@ class Server:
 
     def stop(self, timeout: float = 40.0) -> int | None:
         self._stop.set()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        code = processes.stop(self.process, timeout)
         self._log.close()
-        return self.process.returncode
+        return code
 
 
 def _probe(port: int, ca_file: str, out: str, stop: Any) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import processes
 from webhook import conventions
 from tests.install.conftest import BASE, PLANE_GUARD, REPO, run_cli, webhook_container
 
@@ -83,9 +84,4 @@ def test_probes_pass_on_the_server_started_with_the_deployment_arguments(pod_fil
         assert process.poll() is None, f"server exited:\n{process.communicate()[0]}"
         assert statuses == {path: 200 for path in probes}
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        processes.stop(process)

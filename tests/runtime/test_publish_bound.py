@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-import time
 import textwrap
+import threading
 
 import pytest
 

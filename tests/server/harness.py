@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests import processes
 from webhook import certs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -198,12 +199,7 @@ class WebhookProcess:
     def stop(self) -> int | None:
         if self.process is None:
             return None
-        self.process.terminate()
-        try:
-            code = self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait(timeout=5)
+        code = processes.stop(self.process)
         self._log.close()
         return code
 
