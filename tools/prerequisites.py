@@ -18,6 +18,15 @@ from dataclasses import dataclass
 BROKER = ("127.0.0.1", 5672)
 
 
+def find(command: str) -> str | None:
+    """``command`` on PATH, else in ``KUBEBUILDER_ASSETS`` (the envtest kit ships kubectl there)."""
+    found = shutil.which(command)
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if found is None and assets:
+        found = shutil.which(command, path=assets)
+    return found
+
+
 @dataclass(frozen=True)
 class Tool:
     """A program on PATH (any one of ``commands``), the Debian package that provides it, who needs it."""
@@ -29,7 +38,7 @@ class Tool:
 
     @property
     def present(self) -> bool:
-        return any(shutil.which(command) for command in self.commands)
+        return any(find(command) for command in self.commands)
 
     @property
     def name(self) -> str:
@@ -46,7 +55,8 @@ TOOLS = (
     # podman builds its pods' pause image from catatonit locally, instead of pulling one.
     Tool(("catatonit",), "catatonit", ("containers",), "the pods' infra process, without a registry"),
     Tool(("mmdebstrap",), "mmdebstrap", ("containers",), "the offline Debian base image"),
-    # Debian's kubernetes-client is too old for the manifests: install kubectl 1.27+ yourself.
+    # Debian's kubernetes-client is too old for the manifests; `make test` puts the envtest kit's
+    # kubectl in KUBEBUILDER_ASSETS, elsewhere install kubectl 1.27+ yourself.
     Tool(("kubectl", "kustomize"), None, ("manifests",), "building manifests/ (kubectl 1.27+ embeds kustomize)"),
 )
 

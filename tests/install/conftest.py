@@ -1,7 +1,8 @@
 """Shared helpers for the install tests: render the kustomizations with the real kustomize.
 
 kustomize comes from a standalone ``kustomize`` binary when one is on PATH, otherwise from
-``kubectl kustomize`` (kubectl embeds kustomize). No stand-in renderer: without either, the
+``kubectl kustomize`` (kubectl embeds kustomize), the kubectl on PATH or the envtest kit's in
+``KUBEBUILDER_ASSETS``. No stand-in renderer: without either, the
 tests that need rendered manifests skip and say what to install.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tools import prerequisites
 from webhook import cli, conventions
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,11 +37,11 @@ PLANE_GUARD = str(Path(sys.executable).with_name("plane-guard"))
 
 
 def kustomize_command() -> list[str]:
-    if shutil.which("kustomize"):
-        return ["kustomize", "build"]
-    if shutil.which("kubectl"):
-        return ["kubectl", "kustomize"]
-    pytest.skip("neither kubectl nor kustomize is on PATH: install kubectl 1.27+ (it embeds kustomize)")
+    if kustomize := prerequisites.find("kustomize"):
+        return [kustomize, "build"]
+    if kubectl := prerequisites.find("kubectl"):
+        return [kubectl, "kustomize"]
+    pytest.skip("neither kubectl nor kustomize is on PATH or in KUBEBUILDER_ASSETS: install kubectl 1.27+ (it embeds kustomize)")
 
 
 @functools.lru_cache(maxsize=None)
