@@ -262,6 +262,9 @@ class Admission:
         request = review.request
         verdict = self.validate(request.object, self.policy, audit=audit)
         fields.update(roles=verdict.roles, reasons=list(verdict.reasons), decision=verdict.decision)
+        would_change = getattr(verdict, "would_change", ())
+        if would_change:
+            fields["would_change"] = list(would_change)  # audit mode: names the mutating webhook would change
         annotations = {k: v[:AUDIT_VALUE_MAX] for k, v in verdict.audit_annotations().items()}
         if verdict.allowed:
             body = build_response(review.apiVersion, request.uid, warnings=verdict.warnings(), audit_annotations=annotations)

@@ -1,4 +1,4 @@
-"""``plane-guard`` command line: serve, preview, policy check, certificates, status, runtime install.
+"""``plane-guard`` command line: serve, preview, policy check, certificates, status, publishes, runtime install.
 
 Each sub-command imports its module only when it runs, so ``plane-guard runtime install`` (the
 init container in every Plane pod) starts fast and does not load the web stack.
@@ -97,8 +97,10 @@ def _parser() -> argparse.ArgumentParser:
     output.add_argument(
         "--patch",
         action="store_true",
-        help="print, for every object that carries a pod, the RFC 6902 patch the webhook would return for its pods, "
-        "labelled with kind, namespace and name",
+        help="print, for every object that carries a pod, the RFC 6902 patch the webhook returns for the pods the API "
+        "server creates from it: with the ServiceAccount token volume (kube-api-access-*) and its mounts, unless "
+        "automountServiceAccountToken is false on the pod or on a ServiceAccount in the input (one not in the input is "
+        "assumed to leave it on); each entry's appliesTo says which, labelled with kind, namespace and name",
     )
     preview.add_argument(
         "-n",
@@ -168,6 +170,17 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--mutating-webhook", default=conventions.MUTATING_WEBHOOK_CONFIGURATION)
     status.add_argument("--validating-webhook", default=conventions.VALIDATING_WEBHOOK_CONFIGURATION)
 
+    publishes = commands.add_parser(
+        "publishes",
+        help="from Plane pods' logs: the publishes that raised, may be lost, or were slow, per workload and pod",
+        description="Reads the lines plane-guard's hook writes in guarded Plane processes, e.g. kubectl logs -n plane "
+        "-l app.name=plane-plane-api --prefix --since 1h | plane-guard publishes. Exit 0 when nothing raised or may be "
+        "lost; 1 when a publish raised, continued past its bound, stayed unconfirmed, has an unknown outcome, or lines "
+        "went unreported; 2 on bad usage or an unreadable file.",
+    )
+    publishes.add_argument("file", nargs="*", metavar="FILE", help="log files, in order (default, or -: stdin)")
+    publishes.add_argument("-o", "--output", choices=("table", "json"), default="table", help="table (default) or json")
+
     runtime = commands.add_parser("runtime", help="the files plane-guard delivers into Plane containers")
     runtime_commands = runtime.add_subparsers(dest="runtime_command", required=True, metavar="COMMAND")
     install = runtime_commands.add_parser("install", help="copy the runtime wrapper and hook into DIR (init container)")
@@ -197,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         from webhook import status
 
         return status.status_command(args)
+    if args.command == "publishes":
+        from webhook import publishes
+
+        return publishes.publishes_command(publishes.Options(tuple(args.file), args.output))
     from webhook import runtime
 
     return runtime.install_command(args)

@@ -48,6 +48,11 @@ ENV_OVERRIDE_PREFIX = "PLANE_GUARD_OVERRIDE_"
 #: Seconds a guarded publish may wait for the broker; whether pika channels use confirms.
 ENV_PUBLISH_TIMEOUT = "PLANE_GUARD_PUBLISH_TIMEOUT"
 ENV_PIKA_CONFIRM = "PLANE_GUARD_PIKA_CONFIRM_DELIVERY"
+#: The policy's ``startupSteps`` (JSON list of regular expressions on a process's command line).
+ENV_STARTUP_STEPS = "PLANE_GUARD_STARTUP_STEPS"
+#: Who writes a publish line: the pod's workload (literal) and the pod's name (Downward API).
+ENV_WORKLOAD = "PLANE_GUARD_WORKLOAD"
+ENV_POD = "PLANE_GUARD_POD"
 
 #: HTTP paths served by the webhook.
 PATH_MUTATE = "/mutate"

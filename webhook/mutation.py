@@ -265,6 +265,13 @@ class _ContainerPlan:
             self.changes.append(change or f"{self.name}:env/{variable}")
         return True
 
+    def set_env_from_field(self, variable: str, field_path: str, change: str) -> None:
+        """Add ``variable`` from the Downward API (``fieldRef``) unless the container has it already."""
+        if variable in self.positions or any(e["name"] == variable for e in self.appended):
+            return
+        self.appended.append({"name": variable, "valueFrom": {"fieldRef": {"fieldPath": field_path}}})
+        self.changes.append(f"{self.name}:{change}")
+
     def finish_env(self) -> None:
         if not self.appended:
             return
@@ -408,6 +415,16 @@ def _settings(
         plan.set_env(names.ENV_PUBLISH_TIMEOUT, format_heartbeat(role.publish_timeout_seconds), change=f"{plan.name}:publish-timeout")
     if wrapped and role.pika_confirm_delivery:
         plan.set_env(names.ENV_PIKA_CONFIRM, "1", change=f"{plan.name}:pika-confirms")
+    if wrapped and role.startup_steps and role.publish_timeout_seconds is not None:
+        steps = json.dumps(role.startup_steps, separators=(",", ":"))
+        plan.set_env(names.ENV_STARTUP_STEPS, steps, change=f"{plan.name}:startup-steps")
+
+
+def _identity(plan: _ContainerPlan, workload: str | None) -> None:
+    """Who writes the publish lines: the workload (known at admission) and the pod (named later)."""
+    plan.set_env_from_field(names.ENV_POD, "metadata.name", "publish-identity")
+    if workload:
+        plan.set_env(names.ENV_WORKLOAD, workload, change="")
 
 
 def _status(
@@ -502,6 +519,8 @@ def mutate_pod(pod: Any, policy: Policy, workload: str | None = None) -> Outcome
             reasons.append(f"{plan.name}:wrap-disabled")
         needs_runtime = needs_runtime or wrapped
         _settings(plan, role, overrides.settings_for(role), wrapped, decided)
+        if wrapped:
+            _identity(plan, workload or workload_name(pod))
         heartbeat = role.amqp_heartbeat if overrides.heartbeat is None else overrides.heartbeat
         if heartbeat is not None:
             _amqp(plan, role, policy, heartbeat, wrapped, warnings)

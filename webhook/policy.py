@@ -165,6 +165,9 @@ class Role(_Model):
     existing_heartbeat: Literal["keep", "replace"] = "keep"
     publish_timeout_seconds: float | None = Field(default=10, gt=0, le=3600)
     pika_confirm_delivery: bool = True
+    #: Processes (regular expressions on their command line) that are start-up steps of the
+    #: entrypoint, not the server or worker: a publish there goes on past the bound, reported.
+    startup_steps: list[Regex] = Field(default_factory=list)
 
     _stringify = field_validator("env", mode="before")(_stringify_env)
     _check = field_validator("env")(_check_env)
@@ -314,6 +317,7 @@ WORKLOAD_OVERRIDES = (
     "existing_heartbeat",
     "publish_timeout_seconds",
     "pika_confirm_delivery",
+    "startup_steps",
 )
 
 
@@ -330,6 +334,7 @@ class Workload(_Model):
     existing_heartbeat: Literal["keep", "replace"] | None = None
     publish_timeout_seconds: float | None = Field(default=None, gt=0, le=3600)
     pika_confirm_delivery: bool | None = None
+    startup_steps: list[Regex] | None = None
 
     _stringify = field_validator("env", mode="before")(_stringify_env)
     _check = field_validator("env")(_check_env)

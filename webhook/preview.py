@@ -10,6 +10,11 @@ own lines (``preview_diff`` explains how, and when it falls back to normalised Y
 so); ``--patch``, the webhook's RFC 6902 patch for every object that carries a pod, labelled
 with kind, namespace, name and place. A summary goes to stderr.
 
+The mutated YAML and the diff show the manifest as written, changed. ``--patch`` is another
+thing: the patch the webhook returns for the pods created from the object, which the API server
+hands over with the ServiceAccount token already added (``preview_admitted``), so the patch is
+computed on that pod and each entry says, in ``appliesTo``, what it applies to.
+
 Exit 0 when at least one Kubernetes object was previewed; exit 2, with a message and no
 output, when nothing could be: unreadable or binary input, YAML that does not parse, no
 objects at all, an object in another namespace than ``-n``, an invalid policy.
@@ -21,13 +26,14 @@ import argparse
 import bisect
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import yaml
 
 from webhook.mutation import Outcome, apply_patch, mutate_pod
 from webhook.policy import Policy, load_or_report
+from webhook.preview_admitted import Accounts, admitted, service_accounts
 from webhook.preview_diff import Headers, apply_edits, document_edits, dump_lines, editable, has_aliases, unified
 from webhook.preview_source import RENDER_HINT, STDIN, Document, InputError, Source, parse, read_sources, template_warning
 
@@ -54,7 +60,11 @@ class Previewed:
     namespace: str | None
     template: str | None
     outcome: Outcome | None
+    #: The patch on the manifest's pod (template) as written: what the YAML and diff outputs show.
     patch: list[dict[str, Any]]
+    #: The webhook's patch for the pods the API server creates from it, and what that pod carries.
+    pod_patch: list[dict[str, Any]] = field(default_factory=list)
+    applies_to: str | None = None
 
     @property
     def name(self) -> str:
@@ -165,15 +175,31 @@ def _decided_at_start(decided: tuple[tuple[str, str, str], ...]) -> list[str]:
     ]
 
 
-def preview_object(document: Document, pointer: str, value: dict[str, Any], policy: Policy, mode: str, namespace: str | None) -> Previewed:
+def preview_object(
+    document: Document,
+    pointer: str,
+    value: dict[str, Any],
+    policy: Policy,
+    mode: str,
+    namespace: str | None,
+    accounts: Accounts | None = None,
+) -> Previewed:
     template = TEMPLATE_PATHS.get(value["kind"])
     pod = _resolve(value, template) if template is not None else None
     if pod is None or mode == "none":
         return Previewed(document, pointer, value, namespace, template if pod is not None else None, None, [])
     # A template's pods will belong to this object (a Deployment's through its ReplicaSet).
     owner = _map(value.get("metadata")).get("name") if value["kind"] != "Pod" else None
-    outcome = mutate_pod(pod, policy, workload=owner if isinstance(owner, str) else None)
-    return Previewed(document, pointer, value, namespace, template, outcome, outcome.patch if mode == "enabled" else [])
+    workload = owner if isinstance(owner, str) else None
+    outcome = mutate_pod(pod, policy, workload=workload)
+    if mode != "enabled":
+        return Previewed(document, pointer, value, namespace, template, outcome, [])
+    # The pod the webhook receives carries the ServiceAccount token: its patch appends to that.
+    pod_as_admitted = admitted(pod, namespace, accounts or {})
+    pod_patch = mutate_pod(pod_as_admitted.pod, policy, workload=workload).patch
+    whose = "this pod" if value["kind"] == "Pod" else "each pod created from it"
+    applies_to = f"{whose} as the API server hands it to the webhook: {pod_as_admitted.why}"
+    return Previewed(document, pointer, value, namespace, template, outcome, outcome.patch, pod_patch, applies_to)
 
 
 def _namespace(value: dict[str, Any], given: str | None, where: str) -> str | None:
@@ -220,14 +246,19 @@ def load(args: argparse.Namespace, policy: Policy) -> Run:
     sources, notes = read_sources(args.filename, sys.stdin.buffer)
     documents = [d for source in sources for d in parse(source)]
     notes += [w for w in map(template_warning, sources) if w]
-    results = []
+    found = []
     for document in documents:
         if document.data is None:
             notes.append(f"{document.reference()} is empty; skipped")
             continue
         for pointer, value in _objects(document.data, "", document.reference(), notes):
-            namespace = _namespace(value, args.namespace, document.reference())
-            results.append(preview_object(document, pointer, value, policy, args.namespace_label, namespace))
+            found.append((document, pointer, value, _namespace(value, args.namespace, document.reference())))
+    # A ServiceAccount anywhere in the input tells whether its pods get the token.
+    accounts = service_accounts([(namespace, value) for _, _, value, namespace in found])
+    results = [
+        preview_object(document, pointer, value, policy, args.namespace_label, namespace, accounts)
+        for document, pointer, value, namespace in found
+    ]
     if not results:
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
@@ -235,12 +266,28 @@ def load(args: argparse.Namespace, policy: Policy) -> Run:
     return Run(sources, documents, results, notes)
 
 
+#: What ``--patch`` prints applies to (said on stderr, since a patch applied elsewhere fails or drops data).
+PATCH_APPLIES_TO = (
+    "--patch: each patch is the webhook's answer for a pod as the API server hands it over, after the "
+    "ServiceAccount admission plugin added the token volume kube-api-access-* and its mounts; it applies to that "
+    "pod, not to the manifest as written (each entry's appliesTo says which). A ServiceAccount that is not in the "
+    "input is assumed to leave automountServiceAccountToken on: if yours turns it off, set "
+    "automountServiceAccountToken: false on the pod template or pass the ServiceAccount with -f"
+)
+
+
 def _patches(run: Run) -> list[dict[str, Any]]:
-    return [
-        {"kind": r.original["kind"], "namespace": r.namespace, "name": r.name, "source": r.place, "pod": r.template, "patch": r.patch}
-        for r in run.results
-        if r.template is not None
-    ]
+    entries = []
+    for r in run.results:
+        if r.template is None:
+            continue
+        entry = {"kind": r.original["kind"], "namespace": r.namespace, "name": r.name, "source": r.place}
+        entry["pod"] = r.template
+        if r.applies_to is not None:
+            entry["appliesTo"] = r.applies_to
+        entry["patch"] = list(r.pod_patch)
+        entries.append(entry)
+    return entries
 
 
 def _heading(run: Run, source: Source) -> Callable[[int], str]:
@@ -313,6 +360,8 @@ def preview_command(args: argparse.Namespace) -> int:
     if mode == "none":
         namespace = args.namespace or "the namespace"
         print(f"{namespace} is not opted in (label it plane-guard.io/inject=enabled or =audit); nothing changes", file=sys.stderr)
+    if args.patch and mode == "enabled":
+        print(PATCH_APPLIES_TO, file=sys.stderr)
     for result in run.results:
         first, *details = describe(result.outcome, mode)
         origin = f", # Source: {result.document.helm_source}" if result.document.helm_source and not result.pointer else ""

@@ -6,6 +6,10 @@ becomes a warn, so turning plane-guard on never blocks a rollout by surprise.
 
 Messages name containers, variables and query keys, never an env value or a URL: a literal
 AMQP_URL carries the broker password.
+
+In audit mode (an ``audit`` namespace, or ``serve --mode audit``) the mutating webhook leaves every
+pod unchanged on purpose, so an unmutated pod is not news: the ``notMutated`` finding then names
+what the mutating webhook would have changed instead of guessing that it was skipped or failed.
 """
 
 from __future__ import annotations
@@ -15,14 +19,18 @@ from functools import lru_cache
 from typing import Any
 
 from webhook import conventions
+from webhook.admission import WARNING_MAX_CHARS
 from webhook.amqp_url import is_kombu_key, parse_heartbeat, query_pairs
-from webhook.mutation import is_opted_out, opted_out_by_policy, pod_roles
+from webhook.mutation import is_opted_out, mutate_pod, opted_out_by_policy, pod_roles
 from webhook.policy import Policy
 
 RULES = ("amqpHeartbeatDisabled", "unknownAmqpQueryKey", "gunicornMaxRequestsOutOfBounds", "notMutated")
 #: What the stock API image runs with when nothing overrides it (``--max-requests 1200``).
 IMAGE_MAX_REQUESTS = 1200
 MAX_REQUESTS_VARIABLE = "GUNICORN_MAX_REQUESTS"
+NOT_MUTATED = "Plane pod not hardened by plane-guard (mutating webhook skipped or failed?)"
+#: Audit mode: the pod was left unchanged on purpose; the names of what would change follow.
+AUDIT_UNCHANGED = "audit mode, pod left unchanged; would change"
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,18 @@ class Finding:
     action: str  # deny | warn | audit, after audit mode is applied
     subject: str  # container name, or "pod"
     message: str
+    #: Names (never values) listed after the message: what the mutating webhook would change.
+    names: tuple[str, ...] = ()
+
+    def warning(self) -> str:
+        """The warning kubectl shows: whole names only, as many as the API server keeps, then a count."""
+        if not self.names:
+            return f"plane-guard: {self.subject}: {self.message}"
+        return _fit(f"plane-guard: {self.message} {len(self.names)}: ", _compact(self.names), WARNING_MAX_CHARS)
+
+    def full_text(self) -> str:
+        """The message with every name, for audit annotations (not cut at 120 characters)."""
+        return f"{self.message} {len(self.names)}: {', '.join(self.names)}" if self.names else self.message
 
 
 @dataclass(frozen=True)
@@ -57,15 +77,48 @@ class Verdict:
         return f"plane-guard denied this pod: {text}. Fix the pod, or set the rule to warn in the plane-guard policy."
 
     def warnings(self) -> list[str]:
-        return [f"plane-guard: {f.subject}: {f.message}" for f in self.findings if f.action == "warn"]
+        return [f.warning() for f in self.findings if f.action == "warn"]
+
+    @property
+    def would_change(self) -> tuple[str, ...]:
+        """Audit mode: what the mutating webhook would have changed in this unmutated pod (names)."""
+        return next((f.names for f in self.findings if f.rule == "notMutated" and f.names), ())
 
     def audit_annotations(self) -> dict[str, str]:
-        """One key per rule (the API server prefixes it with the webhook name)."""
+        """One key per rule (the API server prefixes it with the webhook name), and ``would-change``
+        in audit mode: every name, whatever the rule's action, as the mutating webhook records it."""
         grouped: dict[str, list[str]] = {}
         for finding in self.findings:
             if finding.action == "audit":
-                grouped.setdefault(finding.rule, []).append(f"{finding.subject}: {finding.message}")
-        return {rule: "; ".join(messages) for rule, messages in grouped.items()}
+                grouped.setdefault(finding.rule, []).append(f"{finding.subject}: {finding.full_text()}")
+        annotations = {rule: "; ".join(messages) for rule, messages in grouped.items()}
+        if self.would_change:
+            annotations["would-change"] = ",".join(self.would_change)
+        return annotations
+
+
+def _compact(changes: tuple[str, ...]) -> list[str]:
+    """Change names with each container named once: ``plane-api: entrypoint``, ``env/X``, ``pod: ...``."""
+    out: list[str] = []
+    current = None
+    for change in changes:
+        owner, colon, what = change.partition(":")
+        if not colon:
+            out.append(change)
+            continue
+        out.append(what if owner == current else f"{owner}: {what}")
+        current = owner
+    return out
+
+
+def _fit(head: str, names: list[str], limit: int) -> str:
+    """``head`` and as many whole names as fit in ``limit`` characters, then ``+N more``."""
+    for shown in range(len(names), -1, -1):
+        rest = len(names) - shown
+        text = head + ", ".join(names[:shown] + ([f"+{rest} more"] if rest else []))
+        if len(text) <= limit:
+            return text
+    return head.rstrip(": ")
 
 
 def rule_action(policy: Policy, rule: str) -> str:
@@ -216,8 +269,15 @@ def validate_pod(pod: Any, policy: Policy, *, audit: bool = False) -> Verdict:
     raw: list[tuple[str, str, str]] = []
     metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
     annotations = metadata.get("annotations") if isinstance(metadata.get("annotations"), dict) else {}
+    names: dict[str, tuple[str, ...]] = {}
     if conventions.STATUS_ANNOTATION not in annotations:
-        raw.append(("notMutated", "pod", "Plane pod not hardened by plane-guard (mutating webhook skipped or failed?)"))
+        if not audit:
+            raw.append(("notMutated", "pod", NOT_MUTATED))
+        else:
+            # Left unchanged on purpose: say what the mutating webhook would have done instead.
+            names["notMutated"] = mutate_pod(pod, policy).changes
+            if names["notMutated"]:
+                raw.append(("notMutated", "pod", AUDIT_UNCHANGED))
     containers = pod["spec"].get("containers")
     for container in containers if isinstance(containers, list) else []:
         if not isinstance(container, dict) or container.get("name") not in roles:
@@ -234,5 +294,5 @@ def validate_pod(pod: Any, policy: Policy, *, audit: bool = False) -> Verdict:
         action = rule_action(policy, rule)
         if audit and action == "deny":
             action = "warn"
-        findings.append(Finding(rule, action, subject, message))
+        findings.append(Finding(rule, action, subject, message, names.get(rule, ()) if subject == "pod" else ()))
     return Verdict(tuple(findings), roles, tuple(sorted({f.rule for f in findings})))

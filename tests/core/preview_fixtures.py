@@ -1,10 +1,12 @@
 """Inputs for the preview tests, written to look like what ``helm template`` prints for Plane's
 charts: ``---`` then a ``# Source:`` comment per document, indentless ``containers:`` lists next to
 indented ``command:`` lists, a ``bash -c`` block scalar, blank lines inside a pod spec, an empty
-template. Small and hand-written; the real renders are read from ``../shared`` by the tests."""
+template. Small and hand-written. Fuller mirrors of Plane's chart renders, also hand-written, are
+in ``tests/fixtures/charts`` (each file's header names the chart and version it mirrors)."""
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -17,11 +19,14 @@ from webhook.policy import default_policy
 from webhook.preview import TEMPLATE_PATHS
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Reference renders of Plane's real charts; CI always has ../shared beside the repository.
-REAL_RENDERS = ROOT.parent / "shared" / "context" / "plane-charts"
-REAL_RENDER_NAMES = ["plane-ce-default.yaml", "plane-enterprise-default.yaml", "plane-enterprise-full.yaml"]
+#: Hand-written mirrors of ``helm template`` of Plane's charts, kept with the tests (never read from
+#: outside the repository: a fresh clone has nothing beside it).
+CHART_RENDERS = ROOT / "tests" / "fixtures" / "charts"
+CHART_RENDER_NAMES = ["plane-ce-shaped.yaml", "plane-enterprise-shaped.yaml", "plane-enterprise-full-shaped.yaml"]
 CHART = "plane-enterprise"
 IMAGE = "artifacts.plane.so/makeplane/backend-commercial:v2.6.3"
+#: Where the ServiceAccount admission plugin mounts the API token.
+TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 def preview(*args: str, stdin: str | bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -190,9 +195,29 @@ def pod_of(document: dict[str, Any]) -> Any:
     return node
 
 
+def with_token(pod: dict[str, Any]) -> dict[str, Any]:
+    """The pod after Kubernetes' ServiceAccount admission plugin (automount on), written here on its own
+    so that preview's version is checked against it: a projected ``kube-api-access-<random>`` volume and,
+    in every container with nothing at the token path, a read-only mount of it."""
+    pod = copy.deepcopy(pod)
+    spec = pod["spec"]
+    if spec.get("automountServiceAccountToken") is False:
+        return pod
+    if any(volume["name"].startswith("kube-api-access-") for volume in spec.get("volumes", [])):
+        return pod
+    for container in spec.get("initContainers", []) + spec["containers"]:
+        mounts = container.setdefault("volumeMounts", [])
+        if all(mount["mountPath"] != TOKEN_PATH for mount in mounts):
+            mounts.append({"name": "kube-api-access-t0k3n", "readOnly": True, "mountPath": TOKEN_PATH})
+    spec.setdefault("volumes", []).append({"name": "kube-api-access-t0k3n", "projected": {"sources": []}})
+    return pod
+
+
 def expected_patch(document: dict[str, Any]) -> list[dict[str, Any]]:
-    """The webhook's patch for the pods of this object, computed now (not a stored copy)."""
-    return mutate_pod(pod_of(document), default_policy()).patch
+    """The webhook's patch for the pods of this object as the API server hands them over (with the
+    ServiceAccount token), computed now (not a stored copy)."""
+    workload = document["metadata"]["name"] if document.get("kind") != "Pod" else None
+    return mutate_pod(with_token(pod_of(document)), default_policy(), workload=workload).patch
 
 
 def apply_unified(original: str, diff: str) -> tuple[str, list[str]]:

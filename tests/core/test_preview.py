@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.core.preview_fixtures import expected_patch, preview
+from tests.core.preview_fixtures import expected_patch, preview, with_token
 from tests.fixtures import golden
 from webhook import conventions as names
 from webhook.preview import TEMPLATE_PATHS
@@ -74,7 +74,10 @@ def test_patch_output_is_the_webhook_patch_and_applies(tmp_path):
     assert entry["kind"] == "Pod" and entry["namespace"] == "plane" and entry["pod"] == ""
     assert entry["source"] == f"{path}:1"
     assert entry["patch"] == expected_patch(POD)
-    assert jsonpatch.apply_patch(POD, entry["patch"])["spec"]["containers"][0]["command"][0] == "/bin/sh"
+    # It applies to the pod the webhook receives: with the ServiceAccount token, which it keeps.
+    patched = jsonpatch.apply_patch(with_token(POD), entry["patch"])
+    assert patched["spec"]["containers"][0]["command"][0] == "/bin/sh"
+    assert patched["spec"]["volumes"][0] == with_token(POD)["spec"]["volumes"][0]
 
 
 def test_patch_of_an_untouched_pod_is_an_empty_array():
@@ -143,7 +146,7 @@ def test_a_workload_rule_applies_to_a_deployment_by_its_own_name(tmp_path):
     result = preview("-f", "-", "--policy", str(policy), stdin=yaml.safe_dump_all([api, worker]))
     assert result.returncode == 0, result.stderr
     env = {
-        document["metadata"]["name"]: {e["name"]: e["value"] for e in template_of(document)["spec"]["containers"][0]["env"]}
+        document["metadata"]["name"]: {e["name"]: e.get("value") for e in template_of(document)["spec"]["containers"][0]["env"]}
         for document in yaml.safe_load_all(result.stdout)
     }
     assert env["plane-api-wl"][names.ENV_OVERRIDE_PREFIX + "GUNICORN_MAX_REQUESTS"] == "5000"

@@ -1,5 +1,5 @@
-"""``--patch``, ``--diff`` and ``-n`` on helm output: our helm-shaped fixtures and the real renders
-of Plane's charts in ``../shared/context/plane-charts`` (read at run time, never copied).
+"""``--patch``, ``--diff`` and ``-n`` on helm output: our small helm-shaped fixtures, and the
+hand-written mirrors of Plane's chart renders in ``tests/fixtures/charts``.
 
 Expectations are computed with ``mutate_pod`` while the test runs, so they follow the mutation."""
 
@@ -8,25 +8,32 @@ from __future__ import annotations
 import json
 import re
 
+import jsonpatch
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.core.preview_fixtures import (
-    REAL_RENDER_NAMES,
-    REAL_RENDERS,
+    CHART_RENDER_NAMES,
+    CHART_RENDERS,
     apply_unified,
     documents,
     expected_patch,
     helm_render,
+    pod_of,
     preview,
+    with_token,
 )
 from tests.fixtures import golden
+from webhook import conventions as names
+from webhook.mutation import mutate_pod
+from webhook.policy import default_policy
 from webhook.preview import TEMPLATE_PATHS
 from webhook.preview_diff import apply_edits, document_edits, dump_lines
 
 POD = golden.load_input("api-envfrom-secret")
+POD_NAME = "plane-api-wl-7d9f8b6c5-(generated)"
 
 
 def _label(document: dict, namespace: str | None = None) -> str:
@@ -94,10 +101,10 @@ def test_diff_hunks_are_the_users_own_lines():
     assert "\n+          - /plane-guard/entrypoint.sh\n           - /bin/bash\n" in diff.stdout
 
 
-@pytest.mark.parametrize("name", REAL_RENDER_NAMES)
-def test_real_chart_renders_patch_and_diff(name):
-    """``helm template`` of plane-ce and plane-enterprise piped in as a user would."""
-    text = (REAL_RENDERS / name).read_text()
+@pytest.mark.parametrize("name", CHART_RENDER_NAMES)
+def test_chart_renders_patch_and_diff(name):
+    """``helm template`` of plane-ce and plane-enterprise (our mirrors) piped in as a user would."""
+    text = (CHART_RENDERS / name).read_text()
     patch = preview("-f", "-", "--patch", stdin=text)
     diff = preview("-f", "-", "--diff", stdin=text)
     mutated = preview("-f", "-", stdin=text)
@@ -108,10 +115,93 @@ def test_real_chart_renders_patch_and_diff(name):
     entries = _check_patches(text, patch.stdout)
     changed = {e["name"] for e in entries if e["patch"]}
     assert {"plane-api-wl", "plane-worker-wl", "plane-beat-worker-wl"} <= changed
-    if name == "plane-enterprise-full.yaml":
+    if name == "plane-enterprise-full-shaped.yaml":
         assert {"plane-external-api-wl", "plane-worker-importers-wl"} <= changed
+    # The charts' ServiceAccount mounts the token: every patch keeps it, on pods with or without volumes.
+    for entry in entries:
+        assert "ServiceAccount plane/plane-srv-account in the input" in entry["appliesTo"], entry["appliesTo"]
+        assert not any(op["path"] == "/spec/volumes" for op in entry["patch"]), entry["name"]
     headings = _check_diff(text, diff.stdout, mutated.stdout)
     assert {f"Deployment plane/{n}" for n in changed} == set(headings)
+
+
+def _entries(stdin: str, *args: str) -> dict[str, dict]:
+    result = preview("-f", "-", "--patch", *args, stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    return {entry["name"]: entry for entry in json.loads(result.stdout)}
+
+
+def _tokens(pod: dict) -> tuple[list[str], list[int]]:
+    """Token volume names, and how many token mounts each container has."""
+    volumes = [v["name"] for v in pod["spec"].get("volumes", []) if v["name"].startswith("kube-api-access-")]
+    mounts = [
+        sum(m["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount" for m in c.get("volumeMounts", []))
+        for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]
+    ]
+    return volumes, mounts
+
+
+def test_patch_applies_to_the_pod_the_api_server_creates_and_keeps_its_token():
+    """A chart's template has no volumes; its pods arrive with the token: the patch appends to that."""
+    text = (CHART_RENDERS / "plane-ce-shaped.yaml").read_text()
+    result = preview("-f", "-", "--patch", stdin=text)
+    assert result.returncode == 0, result.stderr
+    assert "--patch: each patch is the webhook's answer for a pod as the API server hands it over" in result.stderr
+    entries = {entry["name"]: entry for entry in json.loads(result.stdout)}
+    for document in documents(text):
+        if document["kind"] != "Deployment" or not entries[document["metadata"]["name"]]["patch"]:
+            continue
+        template = pod_of(document)
+        assert "volumes" not in template["spec"]
+        arrived = with_token(template)
+        patched = jsonpatch.apply_patch(arrived, entries[document["metadata"]["name"]]["patch"])
+        assert _tokens(patched)[0] == ["kube-api-access-t0k3n"] and set(_tokens(patched)[1]) == {1}
+        assert [v["name"] for v in patched["spec"]["volumes"]] == ["kube-api-access-t0k3n", names.RUNTIME_VOLUME]
+        # What a patch made on the template as written would do to that pod: drop the token.
+        careless = jsonpatch.apply_patch(arrived, mutate_pod(template, default_policy()).patch)
+        assert _tokens(careless)[0] == []
+    assert "--patch:" not in preview("-f", "-", stdin=text).stderr  # the mutated YAML is the manifest's own
+
+
+def test_without_automount_the_patch_is_for_a_pod_with_no_token():
+    """automountServiceAccountToken off, on the pod or on a ServiceAccount in the input: no token, and
+    the patch sets the whole volumes list; a ServiceAccount of another namespace does not count."""
+    pod = json.loads(json.dumps(POD))
+    off = json.loads(json.dumps(POD))
+    off["spec"]["automountServiceAccountToken"] = False
+    entry = _entries(json.dumps(off))[POD_NAME]
+    said = "without a ServiceAccount token volume (the pod sets automountServiceAccountToken: false)"
+    assert said in entry["appliesTo"]
+    assert any(op["op"] == "add" and op["path"] == "/spec/volumes" for op in entry["patch"])
+    assert [v["name"] for v in jsonpatch.apply_patch(off, entry["patch"])["spec"]["volumes"]] == [names.RUNTIME_VOLUME]
+
+    def account(namespace: str, automount: bool) -> str:
+        metadata = {"name": "plane-srv-account", "namespace": namespace}
+        body = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata}
+        return yaml.safe_dump({**body, "automountServiceAccountToken": automount})
+
+    pod_text = yaml.safe_dump(pod)
+    entry = _entries(account("plane", False) + "---\n" + pod_text)[POD_NAME]
+    said = "ServiceAccount plane/plane-srv-account in the input sets automountServiceAccountToken: false"
+    assert said in entry["appliesTo"]
+    assert any(op["path"] == "/spec/volumes" for op in entry["patch"])
+    for stream, said in (
+        (account("plane", True) + "---\n" + pod_text, "in the input does not turn automountServiceAccountToken off"),
+        (account("elsewhere", False) + "---\n" + pod_text, "assumed: ServiceAccount plane/plane-srv-account is not in"),
+    ):
+        entry = _entries(stream)[POD_NAME]
+        assert said in entry["appliesTo"] and entry["patch"] == expected_patch(pod)
+        assert not any(op["path"] == "/spec/volumes" for op in entry["patch"])
+
+
+def test_a_pod_that_already_has_its_token_is_patched_as_it_is():
+    """``kubectl get pod -o yaml`` output: the token is there, nothing is added twice."""
+    pod = with_token(POD)
+    pod["spec"]["volumes"][0]["name"] = "kube-api-access-abcde"
+    pod["spec"]["containers"][0]["volumeMounts"][0]["name"] = "kube-api-access-abcde"
+    entry = _entries(json.dumps(pod))[POD_NAME]
+    assert entry["patch"] == mutate_pod(pod, default_policy()).patch
+    assert _tokens(jsonpatch.apply_patch(pod, entry["patch"])) == (["kube-api-access-abcde"], [1, 1])
 
 
 def test_namespace_option_names_objects_that_have_none():

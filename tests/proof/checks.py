@@ -7,13 +7,34 @@ pods really ran through plane-guard (wrapper, hook, heartbeat on the broker) mus
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Callable
+import subprocess
+import sys
+from typing import Any, Callable
 
 from tests.proof.broker import PASSWORD
-from tests.proof.scenarios import IDLE_HEARTBEAT, PUBLISH_BOUND, ROTATION_REQUESTS, Result
+from tests.proof.scenarios import (
+    IDLE_HEARTBEAT,
+    PUBLISH_BOUND,
+    ROTATION_REQUESTS,
+    SHUTDOWN_TASKS,
+    WORKER_GRACE,
+    Result,
+)
 
-ENTRYPOINT_STEPS = ("entrypoint-start", "wait_for_db", "register_instance", "exec", "image-sitecustomize")
+ENTRYPOINT_STEPS = (
+    "entrypoint-start",
+    "wait_for_db",
+    "wait_for_migrations",
+    "register_instance",
+    "register_instance-published",
+    "configure_instance",
+    "exec",
+    "image-sitecustomize",
+)
+#: Seconds of machine noise allowed on top of "no later than the baseline plus the bound".
+START_SLACK = 3.0
 CELERY_HOOK_LINE = (
     "plane-guard: Celery app 'plane': applied CELERY_TASK_PUBLISH_RETRY, CELERY_BROKER_POOL_LIMIT, CELERY_CONFIRM_PUBLISH"
 )
@@ -58,9 +79,9 @@ def check_blocked_publish_is_bounded(results: list[Result]) -> list[str]:
 
 
 def check_every_scenario_ran(results: list[Result]) -> list[str]:
-    from tests.proof.scenarios import SCENARIOS
+    from tests.proof.scenarios import OWN_WORKER, SCENARIOS
 
-    wanted = [(name, config) for name, _, configs in SCENARIOS for config in configs]
+    wanted = [(name, config) for name, _, configs in (*SCENARIOS, *OWN_WORKER) for config in configs]
     return [f"scenario={n} config={c} did not run" for n, c in wanted if _find(results, n, c) is None]
 
 
@@ -112,13 +133,119 @@ def check_entrypoint_steps(results: list[Result]) -> list[str]:
 
 
 def check_exec_semantics(results: list[Result]) -> list[str]:
-    """The container's PID is gunicorn's master (the wrapper exec'd), and SIGTERM stopped it cleanly."""
-    return [
-        f"{r.line()}: gunicorn master is the container PID: {r.details.get('gunicorn_is_container_pid')}, "
-        f"exit code after SIGTERM: {r.details.get('api_exit_code')}"
-        for r in results
-        if "api" in r.logs and (r.details.get("gunicorn_is_container_pid") is not True or r.details.get("api_exit_code") != 0)
-    ]
+    """SIGTERM stops the API pod cleanly. Baseline: gunicorn's master is the container's PID 1 (the
+    entrypoint exec'd it). Guarded: PID 1 is plane-guard's supervisor, which forwarded the signal."""
+    failures = []
+    for r in (r for r in results if "api" in r.logs):
+        pid1 = str(r.details.get("container_pid1", ""))
+        if r.config == "baseline":
+            right_pid1 = r.details.get("gunicorn_is_container_pid") is True
+        else:
+            right_pid1 = "supervisor.py" in pid1 and r.details.get("gunicorn_is_container_pid") is False
+        if not right_pid1 or r.details.get("api_exit_code") != 0:
+            failures.append(
+                f"{r.line()}: container PID 1 {pid1!r} (gunicorn master: {r.details.get('gunicorn_is_container_pid')}), "
+                f"exit code after SIGTERM: {r.details.get('api_exit_code')}"
+            )
+    return failures
+
+
+def check_alarm_at_start(results: list[Result]) -> list[str]:
+    """Guarded: ready with 0 restarts, no later than the baseline plus the bound, and the start-up
+    publish delivered or reported by a line."""
+    baseline, guarded = _find(results, "alarm-at-start", "baseline"), _find(results, "alarm-at-start", "guarded")
+    if guarded is None:
+        return []
+    fields = guarded.line_fields
+    failures = []
+    if fields.get("ready") != 1 or fields.get("restarts") != 0:
+        failures.append(f"{guarded.line()}: a guarded API pod must start during a broker alarm, without restarts")
+    if baseline is not None and baseline.line_fields.get("ready") == 1 and fields.get("ready") == 1:
+        limit = float(baseline.line_fields["ready_after_s"]) + PUBLISH_BOUND + START_SLACK
+        if float(fields["ready_after_s"]) > limit:
+            failures.append(f"{guarded.line()}: ready later than the baseline plus the bound ({limit:.1f}s)")
+    ids = guarded.details.get("startup_task_ids") or []
+    reported = {line.get("id") for line in publish_lines(guarded.logs.get("api", "")) if line.get("outcome") == "continued"}
+    if not ids:
+        failures.append(f"{guarded.line()}: register_instance never got past its publish")
+    elif not guarded.details.get("startup_task_delivered") and not set(ids) <= reported:
+        failures.append(f"{guarded.line()}: the start-up task was neither delivered nor reported by a line")
+    return failures
+
+
+def check_worker_shutdown(results: list[Result]) -> list[str]:
+    """Baseline: SIGKILL interrupts a task (the loss). Guarded: the running task finishes, no new one
+    starts, the rest stay queued, and the pod exits well before the grace period."""
+    failures = []
+    baseline, guarded = _find(results, "worker-shutdown", "baseline"), _find(results, "worker-shutdown", "guarded")
+    if baseline is not None and baseline.line_fields.get("lost", 0) < 1:
+        failures.append(f"{baseline.line()}: the baseline did not lose the interrupted task, so the problem was not reproduced")
+    if guarded is not None:
+        fields, details = guarded.line_fields, guarded.details
+        if fields.get("lost") != 0 or fields.get("started") != fields.get("done"):
+            failures.append(f"{guarded.line()}: a guarded stop must let the running task finish")
+        if float(fields.get("exit_s", WORKER_GRACE)) > WORKER_GRACE / 2:
+            failures.append(f"{guarded.line()}: the guarded worker waited for the grace period ({WORKER_GRACE}s)")
+        if details.get("left_queued") != SHUTDOWN_TASKS - int(fields.get("started", 0)):
+            failures.append(f"{guarded.line()}: {details.get('left_queued')} tasks left queued, expected every task not started")
+        if details.get("exit_code") != 0:
+            failures.append(f"{guarded.line()}: exit code {details.get('exit_code')}, expected Celery's 0")
+    return failures
+
+
+def publish_lines(log: str) -> list[dict[str, Any]]:
+    """The start-up hook's per-publish JSON lines in a container log."""
+    found = []
+    for line in log.splitlines():
+        start = line.find('{"plane_guard":"publish"')
+        if start >= 0:
+            try:
+                found.append(json.loads(line[start:]))
+            except ValueError:
+                continue
+    return found
+
+
+def publishes_report(log: str) -> tuple[int, dict[str, Any]]:
+    """``plane-guard publishes -o json`` on a log, as an operator runs it: (exit code, report)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "webhook.cli", "publishes", "-o", "json"],
+        input=log, capture_output=True, text=True, timeout=60,
+    )
+    try:
+        return done.returncode, json.loads(done.stdout)
+    except ValueError:
+        return done.returncode, {}
+
+
+def check_publish_lines(results: list[Result]) -> list[str]:
+    """Every guarded publish that raised or was late is exactly one line, and ``plane-guard
+    publishes`` on the pod's log reports the scenario's counts and exits 1."""
+    failures = []
+    for scenario, log_name in (("blocked", "api"), ("pika-black-hole", "poller")):
+        result = _find(results, scenario, "guarded")
+        if result is None:
+            continue
+        log = result.logs.get(log_name, "")
+        lines = publish_lines(log)
+        raised = [line for line in lines if line.get("outcome") == "raised"]
+        late = [line for line in lines if line.get("outcome") == "late"]
+        if len(raised) != result.raised:
+            failures.append(f"{result.line()}: {len(raised)} raised lines for {result.raised} raised publishes")
+        ids = [line.get("id") for line in raised + late if line.get("id")]
+        if len(ids) != len(set(ids)):
+            failures.append(f"{result.line()}: a publish has more than one line")
+        clearly_late = sum(1 for p in result.publishes if p.ok and p.seconds > 1.5)
+        if len(late) < clearly_late:
+            failures.append(f"{result.line()}: {clearly_late} publishes took over 1.5 s, only {len(late)} late lines")
+        code, report = publishes_report(log)
+        counts = (report.get("totals") or {}).get("counts") or {}
+        if code != 1 or counts.get("raised") != result.raised:
+            failures.append(
+                f"{result.line()}: plane-guard publishes exited {code} and counted raised={counts.get('raised')}"
+            )
+        result.details["publish_lines"] = {"raised": len(raised), "late": len(late), "report_exit": code}
+    return failures
 
 
 def check_hook_applied(results: list[Result]) -> list[str]:
@@ -182,6 +309,9 @@ CHECKS: tuple[Callable[[list[Result]], list[str]], ...] = (
     check_rotation,
     check_entrypoint_steps,
     check_exec_semantics,
+    check_alarm_at_start,
+    check_worker_shutdown,
+    check_publish_lines,
     check_hook_applied,
     check_heartbeats,
     check_no_password_in_logs,

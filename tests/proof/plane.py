@@ -26,7 +26,7 @@ from typing import Any, Callable
 import yaml
 
 from tests.containers import images as test_images
-from tests.pods import Pod, PodError, wait_for
+from tests.pods import Pod, PodError, podman, wait_for
 from tests.proof import broker
 from tests.proof.broker import VHost
 from tools import prerequisites
@@ -58,6 +58,20 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _listening(port: int | None) -> bool:
+    """A TCP connect, not an HTTP request: gunicorn counts requests towards --max-requests."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def podman_start(container: str) -> None:
+    """Start a stopped container of a pod again (the kubelet's restart of a failed container)."""
+    podman("start", container, timeout=60, check=False)
 
 
 def policy_for(base: Policy | None = None) -> Policy:
@@ -113,6 +127,8 @@ class Started:
     port: int | None = None
     #: The app container's exit code once stopped.
     exit_code: int | None = None
+    #: The command line of the container's PID 1 once it was ready.
+    pid1: str = ""
 
     @property
     def markers(self) -> Path:
@@ -273,7 +289,7 @@ class PlaneRun:
             raise AssertionError(f"the webhook did not mutate {pod['metadata']['name']}: {outcome.reasons}")
         return apply_patch(pod, outcome.patch)
 
-    def _start(self, kind: str, config: str, annotations: dict[str, str], started_cls: type) -> Started:
+    def _start(self, kind: str, config: str, annotations: dict[str, str], started_cls: type, wait: bool = True) -> Started:
         if config not in CONFIGS:
             raise ValueError(f"config must be one of {CONFIGS}")
         state = self._dir(kind)
@@ -285,22 +301,45 @@ class PlaneRun:
         started = started_cls(config, Pod(spec, self._objects(port), images=images), container, spec, state, port)
         self.started.append(started)
         started.pod.start()
-        started.pod.wait_running(container)
+        if wait:
+            started.pod.wait_running(container)
         return started
 
     def start_api(self, config: str, annotations: dict[str, str] | None = None) -> Api:
         api = self._start("api", config, annotations or {}, Api)
-
-        def listening() -> bool:
-            try:
-                with socket.create_connection(("127.0.0.1", api.port), timeout=1):
-                    return True
-            except OSError:
-                return False
-
-        # A TCP connect, not an HTTP request: gunicorn counts requests towards --max-requests.
-        api.wait_ready(listening, "API pod", timeout=45)
+        api.wait_ready(lambda: _listening(api.port), "API pod", timeout=45)
+        api.pid1 = " ".join(api.pod.pid1(api.container))[:200]
         return api
+
+    def send_tasks(self, name: str, arguments: list[tuple[Any, ...]]) -> list[str]:
+        """Publish one Celery task ``name`` per tuple of ``arguments`` to the run's vhost, with
+        confirms, from this process (as another Plane pod would); their task ids."""
+        from celery import Celery
+
+        app = Celery("plane-guard-proof", broker=self.vhost.url())
+        app.conf.broker_transport_options = {"confirm_publish": True}
+        try:
+            return [app.send_task(name, args=list(args)).id for args in arguments]
+        finally:
+            app.close()
+
+    def start_api_counting_restarts(self, config: str, timeout: float) -> tuple[Api, float | None, int]:
+        """Start an API pod and restart its container whenever it exits before it listens, as the
+        kubelet does with ``restartPolicy: Always`` (without the back-off); (pod, seconds until
+        it listened or None, restarts)."""
+        started = time.monotonic()
+        api = self._start("api", config, {}, Api, wait=False)
+        restarts = 0
+        while time.monotonic() - started < timeout:
+            if api.pod.exit_code(api.container) is not None:
+                restarts += 1
+                podman_start(api.pod.container(api.container))
+            elif _listening(api.port):
+                ready = time.monotonic() - started
+                api.pid1 = " ".join(api.pod.pid1(api.container))[:200]
+                return api, ready, restarts
+            time.sleep(0.2)
+        return api, None, restarts
 
     def _start_logging(self, kind: str, config: str, started_cls: type, ready_line: str) -> Started:
         """Start a pod whose app says ``ready_line`` in its log when it is ready."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Callable
 
-from tests.pods import remove_stale
+from tests.pods import remove_stale, wait_for
 from tests.proof import broker
 from tests.proof.plane import Api, PlaneRun, Poller, Publish, Started, Worker, ensure_images
 from webhook import conventions
@@ -44,8 +44,16 @@ CONTAINER_PID1 = 1
 #: The memory alarm of the blocked scenario lasts at least this long.
 ALARM_SECONDS = 12
 EVENTS_QUEUE = "plane-guard-proof-events"
-#: Seconds the outbox poller gets between SIGTERM (which it ignores) and SIGKILL.
+#: Seconds the outbox poller gets between SIGTERM (the baseline's ignores it) and SIGKILL.
 POLLER_GRACE = 1
+#: alarm-at-start: the memory alarm holds at least this long while the API pod starts.
+START_ALARM_SECONDS = 40
+#: worker-shutdown: tasks of TASK_SECONDS each, together longer than the grace period; the
+#: stop (SIGTERM to PID 1, SIGKILL after WORKER_GRACE) comes STOP_INTO_TASK s into the first.
+SHUTDOWN_TASKS = 6
+TASK_SECONDS = 4
+WORKER_GRACE = 14
+STOP_INTO_TASK = 2
 
 
 @dataclass
@@ -59,6 +67,10 @@ class Result:
     received_markers: set[str] = field(default_factory=set)
     details: dict[str, object] = field(default_factory=dict)
     logs: dict[str, str] = field(default_factory=dict)
+    #: Fields a scenario adds to its line (``ready=1 restarts=0 ...``), in order.
+    line_fields: dict[str, object] = field(default_factory=dict)
+    #: The line has only these fields after scenario and config (a scenario that counts no publishes).
+    own_line: bool = False
 
     @property
     def returned_ok(self) -> int:
@@ -98,11 +110,15 @@ class Result:
         return [p.pid for p in self.publishes]
 
     def line(self) -> str:
+        if self.own_line:
+            return f"scenario={self.scenario} config={self.config}" + "".join(
+                f" {key}={value}" for key, value in self.line_fields.items()
+            )
         return (
             f"scenario={self.scenario} config={self.config} returned_ok={self.returned_ok} "
             f"arrived={self.arrived} lost={self.lost} raised={self.raised} "
             f"max_delay_s={self.max_delay_s:.1f} dup={self.dup}"
-        )
+        ) + "".join(f" {key}={value}" for key, value in self.line_fields.items())
 
     def detail_lines(self) -> list[str]:
         lines = [f"raised_but_delivered={self.raised_but_delivered}"] if self.raised else []
@@ -151,6 +167,7 @@ def _publish_many(api: Api, prefix: str, count: int, gap: float = 0.0) -> list[P
 
 
 def _finish(run: PlaneRun, worker: Worker, api: Api, result: Result) -> Result:
+    result.details["container_pid1"] = api.pid1
     exit_code = api.stop()
     await_arrivals(run, worker, {p.task_id for p in result.publishes if p.ok})
     markers = {p.marker for p in result.publishes}  # unique per scenario within one worker's life
@@ -268,6 +285,80 @@ def blocked(run: PlaneRun, worker: Worker, config: str) -> Result:
     return result
 
 
+def alarm_at_start(run: PlaneRun, worker: Worker, config: str) -> Result:
+    """The API pod starts while a memory alarm holds (at least ``START_ALARM_SECONDS``).
+
+    Its entrypoint's ``manage.py register_instance`` publishes under ``set -e``: unguarded, the
+    publish lands in the socket buffer and the start goes on; guarded, it waits for the bound and
+    then must go on too (a start-up step), with a line, instead of failing the container. Then
+    the pod must answer requests once the alarm is over, and the start-up task is either
+    delivered or reported by a line.
+    """
+    result = Result("alarm-at-start", config, [])
+    with broker.memory_alarm():
+        alarm_started = time.monotonic()
+        api, ready_after, restarts = run.start_api_counting_restarts(config, timeout=START_ALARM_SECONDS + 20)
+        time.sleep(max(0.0, START_ALARM_SECONDS - (time.monotonic() - alarm_started)))
+        result.details["alarm_s"] = round(time.monotonic() - alarm_started, 1)
+    try:
+        result.line_fields = {
+            "ready": int(ready_after is not None),
+            "restarts": restarts,
+            "ready_after_s": f"{ready_after:.1f}" if ready_after is not None else "-",
+        }
+        if ready_after is not None:
+            result.publishes += _publish_many(api, "alarm-at-start-after", 2)
+        published = [line.split("task=", 1)[1] for line in api.marker_lines() if line.startswith("register_instance-published")]
+        result.details["startup_task_ids"] = published
+        await_arrivals(run, worker, set(published) | {p.task_id for p in result.publishes if p.ok})
+        result.details["startup_task_delivered"] = bool(published) and set(published) <= worker.executed()
+    finally:
+        _finish(run, worker, api, result)
+    return result
+
+
+def worker_shutdown(run: PlaneRun, _worker: Worker, config: str) -> Result:
+    """A busy worker pod is stopped as the kubelet stops it: SIGTERM to PID 1, SIGKILL after the grace.
+
+    Plane's worker entrypoint runs celery without ``exec``: bash is PID 1 and ignores SIGTERM, so
+    Celery goes on taking tasks until SIGKILL lands in one it already acknowledged. Guarded, the
+    SIGTERM must reach Celery (warm shutdown): the running task finishes, no new one starts, the
+    rest stay queued, and the pod exits long before the grace period ends.
+    """
+    run.vhost.drain("celery")
+    worker = run.start_worker(config)
+    result = Result("worker-shutdown", config, [], own_line=True)
+    try:
+        markers = [f"{config}-shutdown-{index}" for index in range(SHUTDOWN_TASKS)]
+        run.send_tasks("plane.bgtasks.slow_task", [(marker, TASK_SECONDS) for marker in markers])
+        wait_for(lambda: any(m.startswith("start:") for _, m in worker.runs()), timeout=30, interval=0.1,
+                 what="the first slow task started")
+        time.sleep(STOP_INTO_TASK)
+        stopped = time.monotonic()
+        exit_code = worker.stop(grace=WORKER_GRACE)
+        exit_s = time.monotonic() - stopped
+        runs = worker.runs()
+        started = {task_id for task_id, marker in runs if marker.startswith("start:")}
+        done = {task_id for task_id, marker in runs if marker in markers}
+        result.received = [task_id for task_id, marker in runs if marker in markers]
+        result.received_markers = {marker for _, marker in runs if marker in markers}
+        left_queued = run.vhost.queue_depth()
+        result.line_fields = {
+            "started": len(started),
+            "done": len(done),
+            "lost": len(started - done),
+            "exit_s": f"{exit_s:.1f}",
+        }
+        result.details.update(left_queued=left_queued, exit_code=exit_code, grace_s=WORKER_GRACE,
+                              never_started=SHUTDOWN_TASKS - len(started))
+        result.logs["worker"] = worker.logs()
+        # What the stopped worker did not take stays for the next worker; count, then clear it.
+        run.vhost.drain("celery")
+    finally:
+        worker.remove()
+    return result
+
+
 def pika_black_hole(run: PlaneRun, _worker: Worker, config: str) -> Result:
     """The outbox poller's pika connection starts dropping every packet, with no FIN or RST."""
     run.vhost.bind_queue(EVENTS_QUEUE, "plane.event_stream")
@@ -284,9 +375,9 @@ def pika_black_hole(run: PlaneRun, _worker: Worker, config: str) -> Result:
                 time.sleep(0.2)
             time.sleep(2)
             _send_events(poller, f"{config}-hole-b", 2, timeout=PUBLISH_BOUND + 20)
-            # Still inside the black hole: nothing buffered reaches the broker later. The poller is
-            # its container's PID 1 with no SIGTERM handler, so it ignores SIGTERM (as in a
-            # cluster) and the stop is a SIGKILL after the grace period.
+            # Still inside the black hole: nothing buffered reaches the broker later. The baseline
+            # poller is its container's PID 1 with no SIGTERM handler, so it ignores SIGTERM (as in
+            # a cluster) and the stop is a SIGKILL after the grace period; the guarded one gets it.
             poller.stop(grace=POLLER_GRACE)
     finally:
         poller.stop(grace=POLLER_GRACE)
@@ -318,6 +409,12 @@ SCENARIOS: tuple[tuple[str, Scenario, tuple[str, ...]], ...] = (
     ("idle-past-heartbeat", idle, ("baseline", "guarded")),
     ("blocked", blocked, ("baseline", "guarded")),
     ("pika-black-hole", pika_black_hole, ("baseline", "guarded")),
+    ("alarm-at-start", alarm_at_start, ("baseline", "guarded")),
+)
+#: Scenarios that start a worker pod of their own, run after the shared worker is gone (they
+#: stop workers, and the shared one would take their tasks).
+OWN_WORKER: tuple[tuple[str, Scenario, tuple[str, ...]], ...] = (
+    ("worker-shutdown", worker_shutdown, ("baseline", "guarded")),
 )
 
 
@@ -345,6 +442,13 @@ def run_all(report: Callable[[Result], None] = lambda result: None) -> list[Resu
                         report(result)
             finally:
                 worker.remove()
+            for _, scenario, configs in OWN_WORKER:
+                if config in configs:
+                    started = time.monotonic()
+                    result = scenario(run, worker, config)
+                    result.details["seconds"] = round(time.monotonic() - started, 1)
+                    results.append(result)
+                    report(result)
     finally:
         run.close()
     return results

@@ -60,7 +60,7 @@ def test_arguments_pass_through_unchanged(shell, runtime_dir):
 
 
 def test_exec_keeps_the_pid_and_sigterm_reaches_the_app(shell, runtime_dir, tmp_path):
-    """PID 1 semantics: the app replaces the wrapper, gets kubelet's SIGTERM and decides the exit code."""
+    """The supervisor keeps the wrapper's PID; the app, its child, gets kubelet's SIGTERM and decides the exit code."""
     app = tmp_path / "app.py"
     app.write_text(
         "import os, signal, sys, time\n"
@@ -68,7 +68,7 @@ def test_exec_keeps_the_pid_and_sigterm_reaches_the_app(shell, runtime_dir, tmp_
         "    os.write(1, f'got {signal.Signals(signum).name}\\n'.encode())\n"
         "    os._exit(42)\n"
         "signal.signal(signal.SIGTERM, stop)\n"
-        "print('pid', os.getpid(), flush=True)\n"
+        "print('ppid', os.getppid(), flush=True)\n"
         "time.sleep(30)\n"
         "sys.exit(1)\n"
     )
@@ -81,7 +81,7 @@ def test_exec_keeps_the_pid_and_sigterm_reaches_the_app(shell, runtime_dir, tmp_
     )
     try:
         first = process.stdout.readline().split()
-        assert first == ["pid", str(process.pid)], first
+        assert first == ["ppid", str(process.pid)], first
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 42
         assert process.stdout.readline().strip() == "got SIGTERM"

@@ -15,10 +15,11 @@ EXPECTED = {
     conventions.RUNTIME_ENTRYPOINT: 0o755,
     "amqp_url.py": 0o644,
     "environment.py": 0o644,
+    "supervisor.py": 0o644,
     f"{conventions.RUNTIME_PYTHON_DIR}/sitecustomize.py": 0o644,
     **{
         f"{conventions.RUNTIME_PYTHON_DIR}/plane_guard_hooks/{name}.py": 0o644
-        for name in ("__init__", "celery_config", "gunicorn_config", "publish_deadline", "pika_confirms")
+        for name in ("__init__", "accounting", "amqp_heartbeat", "celery_config", "gunicorn_config", "publish_deadline", "pika_confirms")
     },
 }
 

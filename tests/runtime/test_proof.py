@@ -34,16 +34,37 @@ def _one(results: list[Result], scenario: str, config: str) -> Result:
 def test_table_lines_have_the_promised_form(results):
     pattern = re.compile(
         r"^scenario=[a-z0-9-]+ config=(baseline|guarded) returned_ok=\d+ arrived=\d+ lost=\d+ "
-        r"raised=\d+ max_delay_s=\d+\.\d dup=\d+$"
+        r"raised=\d+ max_delay_s=\d+\.\d dup=\d+( ready=[01] restarts=\d+ ready_after_s=(\d+\.\d|-))?$"
     )
-    assert all(pattern.match(r.line()) for r in results), [r.line() for r in results]
+    shutdown = re.compile(r"^scenario=worker-shutdown config=(baseline|guarded) started=\d+ done=\d+ lost=\d+ exit_s=\d+\.\d$")
+    assert all(pattern.match(r.line()) or shutdown.match(r.line()) for r in results), [r.line() for r in results]
+    assert [r.line() for r in results if r.scenario == "alarm-at-start" and "ready=" not in r.line()] == []
     assert checks.check_every_scenario_ran(results) == []
 
 
 def test_guarded_pods_lose_nothing_and_never_fail_a_request(results):
     assert checks.check_no_guarded_loss(results) == []
     assert checks.check_guarded_never_raised(results) == []
-    assert all(r.returned_ok > 0 for r in results)
+    assert all(r.returned_ok > 0 for r in results if not r.own_line)
+
+
+def test_a_guarded_api_pod_starts_during_a_broker_alarm(results):
+    assert checks.check_alarm_at_start(results) == []
+    guarded = _one(results, "alarm-at-start", "guarded")
+    assert guarded.line_fields["ready"] == 1 and guarded.line_fields["restarts"] == 0
+    assert guarded.details["alarm_s"] >= 40
+
+
+def test_a_rollout_lets_the_running_celery_task_finish(results):
+    assert checks.check_worker_shutdown(results) == []
+    baseline, guarded = _one(results, "worker-shutdown", "baseline"), _one(results, "worker-shutdown", "guarded")
+    assert baseline.line_fields["lost"] >= 1 and guarded.line_fields["lost"] == 0
+    assert float(guarded.line_fields["exit_s"]) < float(baseline.line_fields["exit_s"])
+
+
+def test_every_raised_publish_is_one_line_and_the_report_agrees(results):
+    assert checks.check_publish_lines(results) == []
+    assert _one(results, "blocked", "guarded").details["publish_lines"]["raised"] >= 1
 
 
 def test_the_baseline_loses_tasks_in_the_black_hole(results):
@@ -74,7 +95,7 @@ def test_the_images_entrypoint_still_runs_every_step(results):
     assert checks.check_entrypoint_steps(results) == []
 
 
-def test_the_wrapper_execs_so_gunicorn_is_the_container_process(results):
+def test_sigterm_reaches_gunicorn_and_stops_it_cleanly(results):
     assert checks.check_exec_semantics(results) == []
 
 

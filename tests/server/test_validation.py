@@ -170,3 +170,34 @@ def test_a_workload_the_policy_leaves_alone_is_not_judged():
     policy = load_policy_text(default_policy_text() + "workloads:\n  - match: {podLabels: {app.name: '-api$'}}\n    inject: false\n")
     assert validate_pod(plane_pod(), policy).reasons == ("opted-out",)
     assert _rules(validate_pod(plane_pod(), default_policy())) == ["gunicornMaxRequestsOutOfBounds", "notMutated"]
+
+
+@pytest.mark.parametrize("action", ["warn", "deny", "audit"])
+def test_audit_mode_names_what_the_mutating_webhook_would_change(action):
+    """Left unchanged on purpose: every name is recorded, the warning fits, nothing says "failed"."""
+    policy = _policy(notMutated=action)
+    pod = plane_pod(env=_url(""))
+    changes = mutate_pod(pod, policy).changes
+    verdict = validate_pod(pod, policy, audit=True)
+    (finding,) = [f for f in verdict.findings if f.rule == "notMutated"]
+    assert finding.names == changes and verdict.would_change == changes
+    assert finding.action == ("warn" if action == "deny" else action)
+    assert verdict.allowed
+    annotations = verdict.audit_annotations()
+    assert annotations["would-change"] == ",".join(changes)
+    text = json.dumps([verdict.warnings(), annotations])
+    assert "skipped or failed" not in text and PASSWORD not in text
+    if action == "audit":
+        assert all(c in annotations["notMutated"] for c in changes) and verdict.warnings() == [
+            w for w in verdict.warnings() if "audit mode" not in w
+        ]
+    else:
+        (line,) = [w for w in verdict.warnings() if "audit mode" in w]
+        assert len(line) <= 120 and f"would change {len(changes)}: plane-api: entrypoint" in line
+
+
+def test_audit_mode_with_nothing_to_change_reports_nothing():
+    rule = "workloads:\n  - match: {podLabels: {app.name: '-api$'}}\n    inject: false\n"
+    policy = load_policy_text(default_policy_text() + rule)
+    assert validate_pod(plane_pod(), policy, audit=True).findings == ()
+    assert validate_pod(_final(plane_pod("worker")), default_policy(), audit=True).findings == ()

@@ -4,8 +4,9 @@ The init container runs ``plane-guard runtime install DIR`` with DIR on an empty
 the Plane container. The Plane container then starts through ``DIR/entrypoint.sh``, which
 decides the settings left to the start (``DIR/environment.py``: policy defaults against the
 container's own values, and the AMQP heartbeat merged by ``DIR/amqp_url.py``, the same code the
-webhook uses) and puts ``DIR/python`` (the ``sitecustomize`` start-up hook and its
-``plane_guard_hooks`` package) first on ``PYTHONPATH``.
+webhook uses), puts ``DIR/python`` (the ``sitecustomize`` start-up hook and its
+``plane_guard_hooks`` package) first on ``PYTHONPATH`` and runs the original command under
+``DIR/supervisor.py``, which forwards the container's signals to it and reaps zombies.
 
 Only the standard library is imported here: this runs in every Plane pod start.
 """
@@ -24,6 +25,7 @@ RUNTIME_FILES: dict[str, Path] = {
     "entrypoint.sh": _HERE / "entrypoint.sh",
     "amqp_url.py": _HERE.parent / "amqp_url.py",
     "environment.py": _HERE / "environment.py",
+    "supervisor.py": _HERE / "supervisor.py",
     "python/sitecustomize.py": _HERE / "python" / "sitecustomize.py",
     **{
         f"python/plane_guard_hooks/{source.name}": source

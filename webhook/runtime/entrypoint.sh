@@ -1,8 +1,12 @@
 #!/bin/sh
 # plane-guard runtime wrapper: the Plane container's command becomes
 #   /bin/sh <dir>/entrypoint.sh <original command...>
-# It prepares the environment and then exec's the original command, so the application keeps
-# the container's PID, receives its signals and decides its exit code. POSIX sh (dash, busybox).
+# It prepares the environment and then exec's supervisor.py with the original command: the
+# supervisor keeps the container's PID, runs the command as its child, forwards the kubelet's
+# signals to the process that does the work (Plane's worker and beat entrypoints start Celery
+# without exec, and a bash PID 1 ignores SIGTERM), reaps zombies and exits with the command's
+# status. Without python on PATH, or with PLANE_GUARD_SUPERVISE=0/false/no, it exec's the original
+# command itself, which then is the container's process. POSIX sh (dash, busybox).
 # Never print the broker URL: it carries the password.
 
 _pg_dir=${0%/*}
@@ -45,5 +49,17 @@ case ":${PYTHONPATH:-}:" in
 esac
 export PYTHONPATH
 
-unset _pg_dir
+# The supervisor (see its docstring), unless the escape hatch says no or there is no python.
+case ${PLANE_GUARD_SUPERVISE:-} in
+    0 | [Ff]alse | FALSE | [Nn]o | NO) ;;
+    *)
+        for _pg_py in python3 python; do
+            if command -v "$_pg_py" >/dev/null 2>&1 && [ -r "$_pg_dir/supervisor.py" ]; then
+                set -- "$_pg_py" -I -S "$_pg_dir/supervisor.py" "$@"
+                break
+            fi
+        done
+        ;;
+esac
+unset _pg_dir _pg_py
 exec "$@"

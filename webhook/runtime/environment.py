@@ -90,7 +90,10 @@ def merge_url(environ: dict[str, str], exports: dict[str, str], messages: list[s
         return
     current = {**environ, **exports}
     if not current.get(name):
-        messages.append(f"{name} is not set in this container; AMQP heartbeat not added")
+        messages.append(
+            f"{name} is not set in this container; the AMQP heartbeat is added by the start-up hook "
+            "to the connection the app builds itself (e.g. from RABBITMQ_*)"
+        )
         return
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from amqp_url import from_environment

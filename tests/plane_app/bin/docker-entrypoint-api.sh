@@ -1,10 +1,19 @@
 #!/bin/bash
-# Shaped like Plane's API entrypoint: pre-start steps, then gunicorn with hard-coded rotation.
+# Shaped like Plane's API entrypoint (apps/api/bin/docker-entrypoint-api.sh): `set -e`, start-up
+# steps run by Django's manage.py, one of which (register_instance) publishes a Celery task with
+# no try/except, then `exec gunicorn` with hard-coded rotation (5 here, so tests see it quickly).
 set -e
 markers=${PLANE_FAKE_MARKERS:-/dev/null}
 echo "entrypoint-start pid=$$" >> "$markers"
 python manage.py wait_for_db
-echo "register_instance" >> "$markers"
+python manage.py wait_for_migrations
+
+# As Plane does: a machine signature from what the host says about itself.
+SIGNATURE=$(echo "$(hostname)$(cat /proc/cpuinfo)" | sha256sum | awk '{print $1}')
+export MACHINE_SIGNATURE=$SIGNATURE
+python manage.py register_instance "$MACHINE_SIGNATURE"
+
+python manage.py configure_instance
 echo "exec gunicorn pid=$$" >> "$markers"
 exec gunicorn -w "${GUNICORN_WORKERS:-1}" -k uvicorn.workers.UvicornWorker \
   plane.asgi:application \

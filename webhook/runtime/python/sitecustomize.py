@@ -8,7 +8,9 @@ after the application configured itself; each library has its module in ``plane_
 * ``gunicorn_config``: ``GUNICORN_MAX_REQUESTS`` / ``_JITTER`` win over the command line;
 * ``celery_config``: the CELERY_* variables win over the app's own configuration;
 * ``publish_deadline``: a kombu publish waits at most ``PLANE_GUARD_PUBLISH_TIMEOUT`` seconds;
-* ``pika_confirms``: pika channels publish with confirms, within the same bound.
+* ``pika_confirms``: pika channels publish with confirms, within the same bound;
+* ``amqp_heartbeat``: the policy's heartbeat on a broker URL the app built itself (``RABBITMQ_*``);
+* ``accounting``: one JSON line for each publish that was not a plain success.
 
 Nothing is imported or patched until the application itself imports one of the modules in
 ``_PATCHES``, so other processes (shell steps, manage.py, scripts) only pay for installing an
@@ -24,6 +26,7 @@ import sys
 _PATCHES = {
     "celery.app.base": ("celery_config", "patch"),
     "gunicorn.app.base": ("gunicorn_config", "patch"),
+    "kombu.connection": ("amqp_heartbeat", "patch"),
     "kombu.messaging": ("publish_deadline", "patch_producer"),
     "amqp.abstract_channel": ("publish_deadline", "patch_wait"),
     "amqp.connection": ("publish_deadline", "patch_connect"),

@@ -17,6 +17,8 @@ FALSE = frozenset({"false", "0", "no"})
 PUBLISH_TIMEOUT_VARIABLE = "PLANE_GUARD_PUBLISH_TIMEOUT"
 #: Whether pika channels are switched to publisher confirms before their first publish.
 PIKA_CONFIRM_VARIABLE = "PLANE_GUARD_PIKA_CONFIRM_DELIVERY"
+#: JSON list of regular expressions: the processes (by command line) that are start-up steps.
+STARTUP_STEPS_VARIABLE = "PLANE_GUARD_STARTUP_STEPS"
 
 
 def say(message):
@@ -75,6 +77,12 @@ def read(name, parse):
         # The value is not echoed: transport options may carry credentials.
         say(f"ignoring {name}: {exc}")
         return None, False
+
+
+def version_of(name):
+    """The version of an imported library, for messages about a shape the hook does not know."""
+    module = sys.modules.get(name)
+    return str(getattr(module, "__version__", None) or getattr(module, "VERSION", None) or "(version unknown)")
 
 
 def publish_timeout():

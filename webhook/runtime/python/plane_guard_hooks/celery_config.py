@@ -11,7 +11,7 @@ Receivers of Celery's ``on_after_configure`` signal see the values from before t
 
 import json
 
-from plane_guard_hooks import boolean, count, publish_timeout, read, run_after, say, seconds
+from plane_guard_hooks import accounting, boolean, count, publish_timeout, read, run_after, say, seconds
 
 RETRY_POLICY_KEYS = frozenset({"max_retries", "interval_start", "interval_step", "interval_max"})
 
@@ -108,3 +108,10 @@ def apply(app, conf):
 
 def patch(module):
     run_after(getattr(module, "Celery", None), "_load_config", apply, "the CELERY_* variables")
+    try:
+        from celery import signals
+
+        # Pool processes end with os._exit: their publish summary is printed on this signal.
+        signals.worker_process_shutdown.connect(accounting.at_exit, weak=False)
+    except Exception as exc:
+        say(f"publish summaries of Celery pool processes are not printed ({type(exc).__name__})")

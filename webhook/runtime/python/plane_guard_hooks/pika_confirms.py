@@ -12,9 +12,11 @@ application chose its own:
   closes the connection, and the waiting publish raises;
 * ``TCP_USER_TIMEOUT``: a peer that stops acknowledging TCP data for longer than the bound (a
   black-holed connection) aborts the socket, and the waiting publish raises.
+
+Each confirmed publish is accounted for: a line when it raised or was late (``accounting``).
 """
 
-from plane_guard_hooks import PIKA_CONFIRM_VARIABLE, boolean, publish_timeout, read, replace, say
+from plane_guard_hooks import PIKA_CONFIRM_VARIABLE, accounting, boolean, publish_timeout, read, replace, say
 
 _announced = []
 
@@ -69,6 +71,30 @@ def patch(module):
             elif state is None and not _announced:
                 _announced.append(True)
                 say("pika: this version hides its confirm state; publisher confirms are not switched on")
-            return publish(self, *args, **kwargs)
+            return _accounted(publish, self, args, kwargs, bound)
 
         replace(channel, "basic_publish", publish, confirmed_publish)
+
+
+def _fields(args, kwargs):
+    """Exchange, routing key and the message id from the properties: names only, never the body."""
+    named = dict(zip(("exchange", "routing_key", "body", "properties"), args))
+    named.update(kwargs)
+    properties = named.get("properties")
+    return {
+        "task": None,
+        "id": accounting.text(getattr(properties, "message_id", None)),
+        "exchange": accounting.text(named.get("exchange")),
+        "routing_key": accounting.text(named.get("routing_key")),
+    }
+
+
+def _accounted(publish, channel, args, kwargs, bound):
+    token = accounting.start("pika", _fields(args, kwargs))
+    try:
+        result = publish(channel, *args, **kwargs)
+    except Exception as exc:
+        accounting.finish(token, "raised", bound=bound, error=type(exc).__name__)
+        raise
+    accounting.finish(token, None, bound=bound)
+    return result

@@ -12,13 +12,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand
 
 from plane.event_stream.publisher import EventPublisher
-
-
-def _record(line):
-    path = os.environ.get("PLANE_FAKE_MARKERS")
-    if path:
-        with open(path, "a", encoding="utf-8") as markers:
-            markers.write(line + "\n")
+from plane.markers import record as _record
 
 
 class Command(BaseCommand):

@@ -1,0 +1,122 @@
+"""The pod as the API server hands it to the admission webhooks, made from a manifest's pod (template).
+
+Before any webhook runs, the ServiceAccount admission plugin adds the pod's API token: a projected
+volume ``kube-api-access-<5 random characters>`` and, in every container (init containers first)
+that has nothing mounted at the token path, a read-only mount of it. The webhook's patch is written
+for that pod: it appends plane-guard's volume and mounts (``add /spec/volumes/-``), where a patch
+made on a chart's template (no ``volumes``) would set the whole list and drop the token. So
+``preview --patch`` computes its patch on this shape, the patch of the pods actually created.
+
+The plugin leaves the token out when ``automountServiceAccountToken`` is false on the pod, else on
+its ServiceAccount. Preview sees the pod's own setting, and the ServiceAccount's when the input holds
+that ServiceAccount; otherwise it assumes automount, the Kubernetes default (Plane's charts set it).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from webhook import conventions
+
+TOKEN_VOLUME_PREFIX = "kube-api-access-"
+#: The API server picks 5 random characters; the name never appears in a plane-guard patch.
+TOKEN_VOLUME = TOKEN_VOLUME_PREFIX + "xxxxx"
+TOKEN_PATH = conventions.SERVICE_ACCOUNT_TOKEN_PATH
+NAMESPACE = "metadata.namespace"
+#: What the plugin mounts (``TokenVolumeSource`` in Kubernetes' serviceaccount admission plugin).
+TOKEN_SOURCE = {
+    "sources": [
+        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": NAMESPACE}}]}},
+    ],
+    "defaultMode": 420,
+}
+WITH_TOKEN = f"with the ServiceAccount token volume {TOKEN_VOLUME_PREFIX}* and its mounts"
+WITHOUT_TOKEN = "without a ServiceAccount token volume"
+
+#: (namespace or None, ServiceAccount name) -> its automountServiceAccountToken (None when unset).
+Accounts = dict[tuple[str | None, str], bool | None]
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """The pod the webhook receives, and a sentence on what it carries and why."""
+
+    pod: dict[str, Any]
+    token: bool
+    why: str
+
+
+def _map(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def service_accounts(objects: list[tuple[str | None, dict[str, Any]]]) -> Accounts:
+    """The ServiceAccounts among (namespace, object) pairs, with their automount setting."""
+    found: Accounts = {}
+    for namespace, value in objects:
+        name = _map(value.get("metadata")).get("name")
+        if value.get("kind") == "ServiceAccount" and str(value.get("apiVersion")) == "v1" and isinstance(name, str):
+            automount = value.get("automountServiceAccountToken")
+            found[(namespace, name)] = automount if isinstance(automount, bool) else None
+    return found
+
+
+def _account_name(spec: dict[str, Any]) -> str:
+    for key in ("serviceAccountName", "serviceAccount"):
+        if isinstance(spec.get(key), str) and spec[key]:
+            return spec[key]
+    return "default"
+
+
+def _automount(spec: dict[str, Any], namespace: str | None, accounts: Accounts) -> tuple[bool, str]:
+    """Whether the plugin mounts the token, and why, as the plugin decides: the pod, then its ServiceAccount."""
+    own = spec.get("automountServiceAccountToken")
+    if isinstance(own, bool):
+        return own, f"the pod sets automountServiceAccountToken: {str(own).lower()}"
+    name = _account_name(spec)
+    where = f"{namespace}/{name}" if namespace else name
+    if (namespace, name) not in accounts:
+        return True, f"assumed: ServiceAccount {where} is not in the input; automount taken as on (Kubernetes' default)"
+    setting = accounts[(namespace, name)]
+    if setting is False:
+        return False, f"ServiceAccount {where} in the input sets automountServiceAccountToken: false"
+    return True, f"ServiceAccount {where} in the input does not turn automountServiceAccountToken off"
+
+
+def admitted(pod: Any, namespace: str | None, accounts: Accounts) -> Admitted:
+    """``pod`` (a copy) as the ServiceAccount admission plugin leaves it; malformed parts stay as they are."""
+    pod = copy.deepcopy(pod)
+    if not isinstance(pod, dict) or not isinstance(pod.get("spec"), dict):
+        return Admitted(pod, False, "as written (not a pod spec)")
+    if not isinstance(pod.get("metadata"), dict):
+        pod["metadata"] = {}  # a created pod always has metadata (a name, a namespace)
+    spec = pod["spec"]
+    volumes = spec.get("volumes")
+    if volumes is not None and not isinstance(volumes, list):
+        return Admitted(pod, False, "as written (spec.volumes is not a list)")
+    names = [v.get("name") for v in volumes or [] if isinstance(v, dict)]
+    existing = next((n for n in names if isinstance(n, str) and n.startswith(TOKEN_VOLUME_PREFIX)), None)
+    mount, why = _automount(spec, namespace, accounts)
+    if not mount:
+        return Admitted(pod, existing is not None, f"{WITH_TOKEN if existing else WITHOUT_TOKEN} ({why})")
+    name = existing or TOKEN_VOLUME
+    needed = False
+    for key in ("initContainers", "containers"):
+        containers = spec.get(key)
+        for container in containers if isinstance(containers, list) else []:
+            if not isinstance(container, dict):
+                continue
+            mounts = container.setdefault("volumeMounts", [])
+            if not isinstance(mounts, list):
+                continue
+            if not any(isinstance(m, dict) and m.get("mountPath") == TOKEN_PATH for m in mounts):
+                mounts.append({"name": name, "readOnly": True, "mountPath": TOKEN_PATH})
+                needed = True
+    if needed and existing is None:
+        spec["volumes"] = [*(volumes or []), {"name": name, "projected": copy.deepcopy(TOKEN_SOURCE)}]
+    token = existing is not None or needed
+    return Admitted(pod, token, f"{WITH_TOKEN if token else WITHOUT_TOKEN} ({why})")
