@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8443
 
-.PHONY: venv run test proof bench stress image image-report lint clean
+.PHONY: venv run test proof compat bench stress image image-report lint clean
 
 # tests/apiserver runs a real kube-apiserver, etcd and kube-controller-manager from
 # KUBEBUILDER_ASSETS (envtest layout). When it is unset and the envtest kit sits next to the
@@ -52,6 +52,11 @@ test: $(STAMP) $(ENVTEST)
 proof: $(STAMP)
 	$(BIN)/python -m tests.proof
 
+## compat: the start-up hook against real library versions (celery, kombu, py-amqp, pika, gunicorn, Python), one
+## cached venv each under .compat/ and a RabbitMQ node of its own on 5673; a table, then combos=N failed=M
+compat: $(STAMP)
+	$(BIN)/python -m tests.compat
+
 ## bench: /mutate throughput and latency next to a raw ASGI floor, same TLS set-up
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
@@ -73,4 +78,4 @@ lint: $(STAMP)
 	$(BIN)/hadolint Dockerfile tests/containers/plane-app.Dockerfile
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .envtest
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .envtest .compat
