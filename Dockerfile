@@ -35,7 +35,7 @@ RUN python3 -m venv /opt/build \
 
 WORKDIR /src
 # Only what the wheel is built from (.dockerignore keeps the rest out of the context).
-# webhook/ carries the package data too: *.yaml, runtime/*.sh, runtime/python/*.py.
+# webhook/ carries the package data too: core/*.yaml, runtime/*.sh, runtime/python/*.py.
 COPY pyproject.toml README.md ./
 COPY webhook/ ./webhook/
 

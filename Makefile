@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8443
 
-.PHONY: venv run test proof compat bench stress image image-report lint clean
+.PHONY: venv run test check proof compat bench stress image image-report lint clean
 
 # tests/apiserver runs a real kube-apiserver, etcd and kube-controller-manager from
 # KUBEBUILDER_ASSETS (envtest layout). When it is unset and the envtest kit sits next to the
@@ -43,9 +43,15 @@ $(ENVTEST_BIN)/.installed: $(ENVTEST_TARBALL)
 
 ## test: every test, against real gunicorn, uvicorn over TLS, the RabbitMQ on 127.0.0.1:5672, podman and a
 ## real kube-apiserver (tools/prerequisites.py first installs what is missing, as root, and starts RabbitMQ)
-test: $(STAMP) $(ENVTEST)
+test: $(STAMP) $(ENVTEST) check
 	$(BIN)/python -m tools.prerequisites
 	$(BIN)/pytest
+
+## check: the layers' import contracts (import-linter), ruff and mypy (strict on webhook/core), before any test
+check: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/ruff check webhook tests tools
+	$(BIN)/mypy
 
 ## proof: the silent-loss table (baseline vs guarded) from Plane pods in podman and a real broker;
 ## builds the images first when they are missing

@@ -42,8 +42,9 @@ import tarfile
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -215,7 +216,7 @@ class Pod:
                                "(the kubelet refuses it: give the image a numeric non-root USER or set runAsUser)")
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def start(self, timeout: float = 120.0) -> "Pod":
+    def start(self, timeout: float = 120.0) -> Pod:
         """Play the pod: init containers run to completion, then the app containers are started."""
         pod, config_maps = self._playable()
         self._check_run_as_non_root(pod)
@@ -238,7 +239,7 @@ class Pod:
             raise
         return self
 
-    def __enter__(self) -> "Pod":
+    def __enter__(self) -> Pod:
         return self if self._started else self.start()
 
     def __exit__(self, *exc: object) -> None:

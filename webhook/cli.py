@@ -7,51 +7,50 @@ init container in every Plane pod) starts fast and does not load the web stack.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from typing import Any, TypeVar
 
-from webhook import __version__, conventions
+from webhook import __version__
+from webhook.core import conventions
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="plane-guard",
-        description="Admission webhook that stops Plane from silently losing Celery tasks.",
-    )
-    parser.add_argument("--version", action="version", version=f"plane-guard {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _serve(commands: Any) -> None:
+    from webhook.serve.settings import Settings
 
+    d = Settings()
     serve = commands.add_parser("serve", help="run the HTTPS admission webhook")
-    serve.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
-    serve.add_argument("--port", type=int, default=conventions.CONTAINER_PORT, help="HTTPS port (default 8443)")
-    serve.add_argument("--cert-file", default="certs/tls.crt", help="serving certificate (PEM); reloaded when it changes")
-    serve.add_argument("--key-file", default="certs/tls.key", help="private key of the serving certificate (PEM)")
+    serve.add_argument("--host", default=d.host, help="address to bind (default 0.0.0.0)")
+    serve.add_argument("--port", type=int, default=d.port, help="HTTPS port (default 8443)")
+    serve.add_argument("--cert-file", default=d.cert_file, help="serving certificate (PEM); reloaded when it changes")
+    serve.add_argument("--key-file", default=d.key_file, help="private key of the serving certificate (PEM)")
     serve.add_argument("--policy", metavar="FILE", help="policy YAML (default: the embedded default policy)")
     serve.add_argument(
         "--mode",
         choices=("enforce", "audit"),
-        default="enforce",
+        default=d.mode,
         help="audit: never change a pod, only report what would change (overrides namespace labels)",
     )
-    serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    serve.add_argument("--workers", type=int, default=d.workers, help="server processes (default 1)")
     serve.add_argument(
         "--on-error",
         choices=("allow", "deny"),
-        default="allow",
+        default=d.on_error,
         help="answer to a request that hits an internal error (default allow: never block a pod)",
     )
-    serve.add_argument("--max-body-bytes", type=int, default=3 * 1024 * 1024, help="larger requests get 413")
-    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="larger requests get 413")
+    serve.add_argument("--log-level", default=d.log_level, choices=("debug", "info", "warning", "error"))
     serve.add_argument(
         "--keep-alive-timeout",
         type=int,
-        default=120,
+        default=d.keep_alive_timeout,
         help="seconds an idle keep-alive connection stays open (default 120, above the API server's idle timeout)",
     )
     serve.add_argument(
-        "--graceful-timeout", type=int, default=10, help="seconds to finish in-flight requests on SIGTERM (default 10)"
+        "--graceful-timeout", type=int, default=d.graceful_timeout, help="seconds to finish in-flight requests on SIGTERM (default 10)"
     )
     serve.add_argument(
-        "--cert-check-interval", type=float, default=2.0, help="seconds between checks of the certificate files (default 2)"
+        "--cert-check-interval", type=float, default=d.cert_check_interval, help="seconds between checks of the certificate files (default 2)"
     )
     serve.add_argument(
         "--client-ca-file",
@@ -60,22 +59,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     limits = serve.add_argument_group("connection limits (each limit hit is logged and counted)")
     limits.add_argument(
-        "--max-connections", type=int, default=512, help="open connections per process; when full the most idle gives way (default 512)"
+        "--max-connections", type=int, default=d.max_connections, help="open connections per process; when full the most idle gives way (default 512)"
     )
-    limits.add_argument("--max-header-bytes", type=int, default=16384, help="request line and headers; larger get 431 (default 16384)")
-    limits.add_argument("--max-headers", type=int, default=100, help="headers per request; more get 431 (default 100)")
+    limits.add_argument("--max-header-bytes", type=int, default=d.max_header_bytes, help="request line and headers; larger get 431 (default 16384)")
+    limits.add_argument("--max-headers", type=int, default=d.max_headers, help="headers per request; more get 431 (default 100)")
     limits.add_argument(
-        "--header-timeout", type=float, default=5.0, help="seconds for the TLS handshake, and for a request head once begun (default 5)"
+        "--header-timeout", type=float, default=d.header_timeout, help="seconds for the TLS handshake, and for a request head once begun (default 5)"
     )
-    limits.add_argument("--body-timeout", type=float, default=10.0, help="seconds for a request body once the head arrived (default 10)")
-    limits.add_argument("--idle-timeout", type=float, default=10.0, help="seconds a new connection may wait before its first request (default 10)")
+    limits.add_argument("--body-timeout", type=float, default=d.body_timeout, help="seconds for a request body once the head arrived (default 10)")
+    limits.add_argument("--idle-timeout", type=float, default=d.idle_timeout, help="seconds a new connection may wait before its first request (default 10)")
     limits.add_argument(
         "--drain-seconds",
         type=float,
-        default=5.0,
+        default=d.drain_seconds,
         help="on SIGTERM, seconds of not-ready serving, each connection closed after its next answer (default 5)",
     )
 
+
+def _preview(commands: Any) -> None:
     preview = commands.add_parser(
         "preview",
         help="show what the webhook would do to manifests, offline",
@@ -114,12 +115,16 @@ def _parser() -> argparse.ArgumentParser:
         help=f"value of the namespace's {conventions.INJECT} label: enabled mutates, audit reports only, none is not opted in",
     )
 
+
+def _policy(commands: Any) -> None:
     policy = commands.add_parser("policy", help="policy tools")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
     check = policy_commands.add_parser("check", help="validate a policy file (exit 2 when it is invalid)")
     check.add_argument("file", help="policy YAML; - for stdin")
     policy_commands.add_parser("default", help="print the embedded default policy")
 
+
+def _certs(commands: Any) -> None:
     certs = commands.add_parser("certs", help="serving certificates")
     cert_commands = certs.add_subparsers(dest="certs_command", required=True, metavar="COMMAND")
     generate = cert_commands.add_parser("generate", help="write ca.crt, tls.crt and tls.key and print the caBundle")
@@ -143,6 +148,8 @@ def _parser() -> argparse.ArgumentParser:
     bootstrap.add_argument("--days", type=int, default=365)
     bootstrap.add_argument("--renew-before-days", type=int, default=30)
 
+
+def _status(commands: Any) -> None:
     status = commands.add_parser(
         "status",
         help="in the cluster: which Plane pods are guarded, what to restart, whether the webhook can be called",
@@ -170,6 +177,8 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--mutating-webhook", default=conventions.MUTATING_WEBHOOK_CONFIGURATION)
     status.add_argument("--validating-webhook", default=conventions.VALIDATING_WEBHOOK_CONFIGURATION)
 
+
+def _publishes(commands: Any) -> None:
     publishes = commands.add_parser(
         "publishes",
         help="from Plane pods' logs: the publishes that raised, may be lost, or were slow, per workload and pod",
@@ -181,42 +190,70 @@ def _parser() -> argparse.ArgumentParser:
     publishes.add_argument("file", nargs="*", metavar="FILE", help="log files, in order (default, or -: stdin)")
     publishes.add_argument("-o", "--output", choices=("table", "json"), default="table", help="table (default) or json")
 
+
+def _runtime(commands: Any) -> None:
     runtime = commands.add_parser("runtime", help="the files plane-guard delivers into Plane containers")
     runtime_commands = runtime.add_subparsers(dest="runtime_command", required=True, metavar="COMMAND")
     install = runtime_commands.add_parser("install", help="copy the runtime wrapper and hook into DIR (init container)")
     install.add_argument("dir", help="destination directory, normally the shared emptyDir volume")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="plane-guard",
+        description="Admission webhook that stops Plane from silently losing Celery tasks.",
+    )
+    parser.add_argument("--version", action="version", version=f"plane-guard {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_serve, _preview, _policy, _certs, _status, _publishes, _runtime):
+        add(commands)
     return parser
+
+
+T = TypeVar("T")
+
+
+def _options(cls: type[T], args: argparse.Namespace) -> T:
+    """The command's typed options from the parsed arguments of the same names (lists become tuples)."""
+    values = {}
+    for name in (f.name for f in dataclasses.fields(cls)):  # type: ignore[arg-type]
+        value = getattr(args, name)
+        values[name] = tuple(value) if isinstance(value, list) else value
+    return cls(**values)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        from webhook import server
+        from webhook.serve import app
+        from webhook.serve.settings import Settings
 
-        return server.serve_command(args)
+        return app.serve_command(_options(Settings, args))
     if args.command == "preview":
-        from webhook import preview
+        from webhook.ops import preview
 
-        return preview.preview_command(args)
+        return preview.preview_command(_options(preview.PreviewOptions, args))
     if args.command == "policy":
-        from webhook import policy
+        from webhook.ops import policy_commands
 
-        return policy.policy_command(args)
+        return policy_commands.default_command() if args.policy_command == "default" else policy_commands.check_command(args.file)
     if args.command == "certs":
-        from webhook import certs
+        from webhook.ops import certs
 
-        return certs.generate_command(args) if args.certs_command == "generate" else certs.bootstrap_command(args)
+        if args.certs_command == "generate":
+            return certs.generate_command(_options(certs.GenerateOptions, args))
+        return certs.bootstrap_command(_options(certs.BootstrapOptions, args))
     if args.command == "status":
-        from webhook import status
+        from webhook.ops import status
 
-        return status.status_command(args)
+        return status.status_command(_options(status.StatusOptions, args))
     if args.command == "publishes":
-        from webhook import publishes
+        from webhook.ops import publishes
 
         return publishes.publishes_command(publishes.Options(tuple(args.file), args.output))
     from webhook import runtime
 
-    return runtime.install_command(args)
+    return runtime.install_command(args.dir)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 from cryptography.hazmat.primitives import serialization
@@ -159,7 +160,7 @@ class ControlPlane:
 
     # ------------------------------------------------------------------ life cycle
 
-    def start(self) -> "ControlPlane":
+    def start(self) -> ControlPlane:
         began = time.monotonic()
         try:
             self._prepare()
@@ -195,7 +196,7 @@ class ControlPlane:
             server.stop()
         self._servers.clear()
 
-    def __enter__(self) -> "ControlPlane":
+    def __enter__(self) -> ControlPlane:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

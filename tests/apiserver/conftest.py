@@ -20,7 +20,7 @@ from tests.apiserver.cluster import ControlPlane, find_assets
 from tests.apiserver.stored import NAMESPACES
 from tests.install.conftest import render
 from tests.server.harness import ROOT, WebhookProcess
-from webhook.policy import Policy, load_policy
+from webhook.core.policy import Policy, load_policy
 
 HERE = Path(__file__).resolve().parent
 

@@ -44,7 +44,7 @@ class SidecarWebhook:
     def ca_bundle(self) -> str:
         return base64.b64encode(self.ca.cert_pem.bytes()).decode()
 
-    def __enter__(self) -> "SidecarWebhook":
+    def __enter__(self) -> SidecarWebhook:
         self.thread.start()
         return self
 

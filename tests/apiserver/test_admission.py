@@ -18,8 +18,8 @@ from tests.apiserver.compare import differences, token_mounts, token_volumes
 from tests.apiserver.stored import AUDIT, ENABLED, OFF, audit_annotations, create, decisions_for, read, reference
 from tests.install.conftest import run_cli
 from tests.server.harness import metric_samples
-from webhook import conventions
-from webhook.mutation import mutate_pod
+from webhook.core import conventions
+from webhook.core.mutation import mutate_pod
 
 TEMPLATES = {f"{chart}-{role}": plane.plane_template(chart, role) for chart, role in plane.PLANE_SHAPES}
 TEMPLATES["web"] = plane.web_template()

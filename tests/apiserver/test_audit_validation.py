@@ -12,9 +12,9 @@ import pytest
 
 from tests.apiserver import plane
 from tests.apiserver.stored import AUDIT, audit_annotations, decisions_for, read
-from webhook.admission import short_warning
-from webhook.mutation import mutate_pod
-from webhook.validation import validate_pod
+from webhook.core.admission import short_warning
+from webhook.core.mutation import mutate_pod
+from webhook.core.validation import validate_pod
 
 SHAPES = [("ee", "api"), ("ce", "worker")]
 

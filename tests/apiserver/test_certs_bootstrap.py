@@ -21,7 +21,8 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.apiserver import install
 from tests.install.conftest import PLANE_GUARD, REPO
-from webhook import certs, conventions
+from webhook.core import conventions
+from webhook.ops import certs
 
 NAMESPACE = conventions.SERVICE_NAMESPACE
 ACCOUNT = f"system:serviceaccount:{NAMESPACE}:{conventions.SERVICE_NAME}"

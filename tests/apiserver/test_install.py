@@ -10,7 +10,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.apiserver import install
 from tests.install.conftest import INSTALLABLE, REPO, render
-from webhook import conventions
+from webhook.core import conventions
 
 TARGETS = ("base", *INSTALLABLE)
 

@@ -22,8 +22,8 @@ from tests.apiserver import plane
 from tests.apiserver.compare import TOKEN_VOLUME, TOKEN_VOLUME_PREFIX, token_mounts, token_volumes
 from tests.apiserver.stored import reference
 from tests.install.conftest import run_cli
-from webhook import conventions
-from webhook.mutation import mutate_pod
+from webhook.core import conventions
+from webhook.core.mutation import mutate_pod
 
 ON, OFF = "plane-preview-on", "plane-preview-off"
 

@@ -16,8 +16,8 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.apiserver import plane
 from tests.apiserver.stored import create
-from webhook import conventions
-from webhook.mutation import apply_patch, mutate_pod
+from webhook.core import conventions
+from webhook.core.mutation import apply_patch, mutate_pod
 
 GUARDED = "plane-quota"
 NOT_OPTED_IN = "plane-quota-off"

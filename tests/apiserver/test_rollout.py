@@ -13,8 +13,8 @@ import pytest
 
 from tests.apiserver import plane
 from tests.apiserver.compare import token_volumes
-from webhook import conventions
-from webhook.mutation import mutate_pod
+from webhook.core import conventions
+from webhook.core.mutation import mutate_pod
 
 NAMESPACE = "plane-rollout"
 WORKLOADS = {

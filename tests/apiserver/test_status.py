@@ -35,8 +35,10 @@ from tests.apiserver import install, plane
 from tests.apiserver.cluster import free_port
 from tests.install.conftest import PLANE_GUARD, REPO
 from tests.server.harness import WebhookProcess
-from webhook import __version__, certs, cli, conventions
-from webhook.policy import load_policy
+from webhook import __version__, cli
+from webhook.core import conventions
+from webhook.core.policy import load_policy
+from webhook.ops import certs
 
 INSTALL = conventions.SERVICE_NAMESPACE
 NEXT = "plane-guard-next"

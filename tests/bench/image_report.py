@@ -33,7 +33,7 @@ from tests.containers import images as test_images
 from tests.containers.plane import fixtures, policy_with_runtime
 from tests.pods import Pod, PodError, podman, remove_stale, wait_for
 from tools.images import Unavailable
-from webhook.mutation import apply_patch, mutate_pod
+from webhook.core.mutation import apply_patch, mutate_pod
 
 PULL_GOAL_MB = 10.0
 STARTUP_GOAL_MS = 300.0

@@ -27,9 +27,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import trustme
 
@@ -37,7 +38,7 @@ from tests import processes
 from tests.server import abuse
 from tests.server.harness import ApiServerClient, SecretVolume, free_port
 from tests.server.pods import plane_pod, review
-from webhook import certs
+from webhook.ops import certs
 
 ROOT = Path(__file__).resolve().parents[2]
 RSS_TARGET_MIB = 200
@@ -63,7 +64,7 @@ class Server:
         self.samples: list[tuple[float, float]] = []
         self._stop = threading.Event()
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         command = [
             sys.executable, "-m", "webhook.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
             "--cert-file", str(self.cert_dir / "tls.crt"), "--key-file", str(self.cert_dir / "tls.key"), *self.args,
@@ -465,7 +466,7 @@ def case_certificates(report: Report, scratch: Path, root: Path) -> None:
         stop.set()
         thread.join(timeout=40)
         report.add(case, "swap under load: requests / failures", f"{counts['requests']} / {counts['failures']}")
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         leaf = trustme.CA().issue_cert("plane-guard.plane-guard.svc", not_before=now - dt.timedelta(days=30), not_after=now - dt.timedelta(days=1))
         volume.publish(certs.Bundle(first.ca_pem, leaf.cert_chain_pems[0].bytes(), leaf.private_key_pem.bytes()))
         time.sleep(2)

@@ -20,8 +20,8 @@ import yaml
 from tests.containers.images import Images
 from tests.pods import Pod, wait_for
 from tests.proof.broker import RABBITMQCTL, VHost
-from webhook.mutation import apply_patch, mutate_pod
-from webhook.policy import Policy, default_policy
+from webhook.core.mutation import apply_patch, mutate_pod
+from webhook.core.policy import Policy, default_policy
 
 PODS_FILE = Path(__file__).resolve().parent / "plane-pods.yaml"
 MARKERS = "/var/lib/plane-test/markers"

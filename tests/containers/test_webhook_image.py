@@ -22,9 +22,9 @@ import pytest
 import yaml
 
 from tests.pods import podman
-from webhook import conventions
-from webhook.mutation import mutate_pod
-from webhook.policy import load_policy
+from webhook.core import conventions
+from webhook.core.mutation import mutate_pod
+from webhook.core.policy import load_policy
 
 pytestmark = pytest.mark.containers
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from webhook.mutation import mutate_pod
-from webhook.policy import default_policy
-from webhook.preview import TEMPLATE_PATHS
+from webhook.core.mutation import mutate_pod
+from webhook.core.policy import default_policy
+from webhook.ops.preview import TEMPLATE_PATHS
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Hand-written mirrors of ``helm template`` of Plane's charts, kept with the tests (never read from

@@ -8,7 +8,7 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 from kombu import Connection
 
-from webhook.amqp_url import main, merge_heartbeat, redact
+from webhook.core.amqp_url import main, merge_heartbeat, redact
 
 BROKER = "amqp://guest:guest@127.0.0.1:5672"
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from tests.fixtures import golden
-from webhook.mutation import apply_patch, mutate_pod
-from webhook.policy import default_policy
+from webhook.core.mutation import apply_patch, mutate_pod
+from webhook.core.policy import default_policy
 
 
 @pytest.mark.parametrize("case", golden.CASES)

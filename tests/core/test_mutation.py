@@ -9,9 +9,9 @@ import kubernetes_validate
 import pytest
 
 from tests.fixtures import golden
-from webhook import conventions as names
-from webhook.mutation import apply_patch, escape, mutate_pod, pod_roles
-from webhook.policy import default_policy, load_policy_text
+from webhook.core import conventions as names
+from webhook.core.mutation import apply_patch, escape, mutate_pod, pod_roles
+from webhook.core.policy import default_policy, load_policy_text
 from webhook.runtime import environment
 
 POLICY = default_policy()
@@ -143,7 +143,7 @@ def test_status_annotation_says_what_is_decided_at_start():
 
 
 def golden_policy_text() -> str:
-    from webhook.policy import default_policy_text
+    from webhook.core.policy import default_policy_text
 
     return default_policy_text()
 
@@ -323,7 +323,7 @@ def test_a_workload_rule_by_owner_changes_settings_of_that_deployment_only():
 
 
 def test_the_workload_name_of_a_pod():
-    from webhook.mutation import workload_name
+    from webhook.core.mutation import workload_name
 
     assert workload_name(_from_replica_set(api_pod(), "plane-api-wl")) == "plane-api-wl"
     job = api_pod()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from webhook.policy import PolicyError, default_policy, default_policy_text, load_policy_text
+from webhook.core.policy import PolicyError, default_policy, default_policy_text, load_policy_text
 
 VALID_HEAD = "apiVersion: plane-guard.io/v1\nkind: Policy\n"
 ROLE = "roles:\n  api:\n    match: {images: [backend], commands: [api]}\n"

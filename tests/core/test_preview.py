@@ -14,8 +14,8 @@ import yaml
 
 from tests.core.preview_fixtures import expected_patch, preview, with_token
 from tests.fixtures import golden
-from webhook import conventions as names
-from webhook.preview import TEMPLATE_PATHS
+from webhook.core import conventions as names
+from webhook.ops.preview import TEMPLATE_PATHS
 
 POD = golden.load_input("api-envfrom-secret")
 TEMPLATE = {"metadata": {"labels": POD["metadata"]["labels"]}, "spec": POD["spec"]}
@@ -91,9 +91,9 @@ def test_diff_only_adds_lines_for_a_stock_pod():
     """The wrapper goes in front of the original command, so nothing of the user's is removed."""
     result = preview("-f", "-", "--diff", stdin=yaml.safe_dump(POD, sort_keys=False))
     assert result.returncode == 0
-    removed = [l for l in result.stdout.splitlines() if l.startswith("-") and not l.startswith("---")]
+    removed = [line for line in result.stdout.splitlines() if line.startswith("-") and not line.startswith("---")]
     assert removed == []
-    added = [l[1:].strip() for l in result.stdout.splitlines() if l.startswith("+") and not l.startswith("+++")]
+    added = [line[1:].strip() for line in result.stdout.splitlines() if line.startswith("+") and not line.startswith("+++")]
     assert "- /plane-guard/entrypoint.sh" in added and "- name: PLANE_GUARD_OVERRIDE_GUNICORN_MAX_REQUESTS" in added
 
 
@@ -103,7 +103,7 @@ def test_diff_and_summary_say_what_is_decided_at_container_start():
     summary = result.stderr.splitlines()
     assert "  decided at container start in plane-api (replace: the policy's value replaces the container's own, and the container logs what it replaced): GUNICORN_MAX_REQUESTS, GUNICORN_MAX_REQUESTS_JITTER" in summary
     assert any(line.startswith("  decided at container start in plane-api (keep: ") and "CELERY_CONFIRM_PUBLISH" in line for line in summary)
-    status = next(l for l in result.stdout.splitlines() if l.startswith("+") and names.STATUS_ANNOTATION in l)
+    status = next(line for line in result.stdout.splitlines() if line.startswith("+") and names.STATUS_ANNOTATION in line)
     assert '"atStart":{"plane-api":{' in status and '"GUNICORN_MAX_REQUESTS":"replace"' in status
 
 
@@ -137,7 +137,7 @@ def test_a_bad_policy_is_reported_before_reading_input():
 
 def test_a_workload_rule_applies_to_a_deployment_by_its_own_name(tmp_path):
     from tests.core.test_mutation import WORKLOAD_RULES
-    from webhook.policy import default_policy_text
+    from webhook.core.policy import default_policy_text
 
     policy = tmp_path / "policy.yaml"
     policy.write_text(default_policy_text() + WORKLOAD_RULES)

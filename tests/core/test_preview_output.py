@@ -26,11 +26,11 @@ from tests.core.preview_fixtures import (
     with_token,
 )
 from tests.fixtures import golden
-from webhook import conventions as names
-from webhook.mutation import mutate_pod
-from webhook.policy import default_policy
-from webhook.preview import TEMPLATE_PATHS
-from webhook.preview_diff import apply_edits, document_edits, dump_lines
+from webhook.core import conventions as names
+from webhook.core.mutation import mutate_pod
+from webhook.core.policy import default_policy
+from webhook.ops.preview import TEMPLATE_PATHS
+from webhook.ops.preview_diff import apply_edits, document_edits, dump_lines
 
 POD = golden.load_input("api-envfrom-secret")
 POD_NAME = "plane-api-wl-7d9f8b6c5-(generated)"

@@ -15,9 +15,9 @@ import jsonpatch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from webhook import conventions as names
-from webhook.mutation import apply_patch, mutate_pod
-from webhook.policy import default_policy
+from webhook.core import conventions as names
+from webhook.core.mutation import apply_patch, mutate_pod
+from webhook.core.policy import default_policy
 
 POLICY = default_policy()
 EXAMPLES = 1000

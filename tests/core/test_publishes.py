@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from webhook import publishes
-from webhook.publishes import MAX_CHARS, MAX_LINE_BYTES, OVERFLOW, Options, Tally, as_json, as_table, clean
+from webhook.ops import publishes
+from webhook.ops.publishes import MAX_CHARS, MAX_LINE_BYTES, OVERFLOW, Options, Tally, as_json, as_table, clean
 
 PLANE_GUARD = Path(sys.executable).parent / "plane-guard"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "publishes"

@@ -12,18 +12,30 @@ import json
 import pytest
 from cryptography import x509
 
-from webhook import certs, conventions
-from webhook.mutation import apply_patch, mutate_pod
-from webhook.policy import default_policy
-from webhook.status import flag, image_version, mounted
-from webhook.status_report import (
-    AUDITED, GUARDED, SKIPPED, STALE, UNGUARDED, NamespaceReport, Running, StatusReport, as_table, namespace_report, owner, pod_state,
+from webhook.core import conventions
+from webhook.core.mutation import apply_patch, mutate_pod
+from webhook.core.policy import default_policy
+from webhook.ops import certs
+from webhook.ops.status import flag, image_version, mounted
+from webhook.ops.status_report import (
+    AUDITED,
+    GUARDED,
+    SKIPPED,
+    STALE,
+    UNGUARDED,
+    NamespaceReport,
+    Running,
+    StatusReport,
+    as_table,
+    namespace_report,
+    owner,
+    pod_state,
 )
-from webhook.webhook_health import certificate_check, configuration_checks, endpoints_check
+from webhook.ops.webhook_health import certificate_check, configuration_checks, endpoints_check
 
 POLICY = default_policy()
 RUNNING = Running(POLICY, "the embedded default", "0.1.0", "the webhook's image tag")
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 
 
 def worker(name: str = "plane-worker-wl-7d9f8b6c5-abcde", **metadata) -> dict:

@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from tools import prerequisites
-from webhook import cli, conventions
+from webhook import cli
+from webhook.core import conventions
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
@@ -44,7 +45,7 @@ def kustomize_command() -> list[str]:
     pytest.skip("neither kubectl nor kustomize is on PATH or in KUBEBUILDER_ASSETS: install kubectl 1.27+ (it embeds kustomize)")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _render(target: str) -> tuple[dict[str, Any], ...]:
     result = subprocess.run(
         [*kustomize_command(), str(TARGETS[target])], capture_output=True, text=True, timeout=120

@@ -23,8 +23,9 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from webhook import cli, conventions
 from tests.install.conftest import REPO, deployment, webhook_container
+from webhook import cli
+from webhook.core import conventions
 
 DOCKERFILE = REPO / "Dockerfile"
 HADOLINT = Path(sys.executable).with_name("hadolint")
@@ -152,12 +153,12 @@ def test_package_data_reaches_the_image() -> None:
     """The runtime files and the embedded policy are package data, and the copied tree carries them."""
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["package-data"]["webhook"]
-    for pattern in ("*.yaml", "runtime/*.sh", "runtime/python/*.py"):
+    for pattern in ("core/*.yaml", "runtime/*.sh", "runtime/python/*.py"):
         assert pattern in patterns
     copied = [s.rstrip("/") for st in STAGES for sources, _, flags in copies(st) if "from" not in flags for s in sources]
     assert "webhook" in copied
     data = [p for p in (REPO / "webhook").rglob("*") if p.is_file() and p.suffix in (".yaml", ".sh")]
-    assert (REPO / "webhook" / "default_policy.yaml") in data
+    assert (REPO / "webhook" / "core" / "default_policy.yaml") in data
     for path in data:
         relative = path.relative_to(REPO / "webhook").as_posix()
         assert any(fnmatch.fnmatch(relative, p) for p in patterns), f"{relative} is not package data"

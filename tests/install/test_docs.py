@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from webhook import conventions
 from tests.install.conftest import REPO, TARGETS
+from webhook.core import conventions
 
 DOC = (REPO / "README.md").read_text()
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 
 from tests.install.conftest import REPO
-from webhook import conventions
-from webhook.mutation import apply_patch, mutate_pod, role_of
-from webhook.policy import default_policy, default_policy_text, load_policy_text
+from webhook.core import conventions
+from webhook.core.mutation import apply_patch, mutate_pod, role_of
+from webhook.core.policy import default_policy, default_policy_text, load_policy_text
 
 DOC = (REPO / "README.md").read_text()
 SECTION = DOC[DOC.index("## Opt a namespace in"):DOC.index("## See what would change")]

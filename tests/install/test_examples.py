@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import yaml
 
-from webhook import conventions
 from tests.install.conftest import MANIFESTS, render, run_cli
 from tests.install.test_webhooks import admitted, called_for, namespace_labels
+from webhook.core import conventions
 
 EXAMPLES = MANIFESTS / "examples"
 WORKLOADS = {

@@ -7,7 +7,7 @@ from pathlib import Path
 from tests.install.conftest import BASE, INSTALLABLE, REPO, deployment, one, render, run_cli, serve_args
 
 COPY = BASE / "policy" / "policy.yaml"
-EMBEDDED = REPO / "webhook" / "default_policy.yaml"
+EMBEDDED = REPO / "webhook" / "core" / "default_policy.yaml"
 
 
 def test_copy_equals_the_embedded_default() -> None:

@@ -7,8 +7,8 @@ kinds are not Kubernetes API types: they get a structural check of the fields we
 
 from __future__ import annotations
 
-import pytest
 import kubernetes_validate
+import pytest
 
 from tests.install.conftest import TARGETS, render
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests import processes
-from webhook import conventions
 from tests.install.conftest import BASE, PLANE_GUARD, REPO, run_cli, webhook_container
+from webhook.core import conventions
 
 SERVICE_HOST = f"{conventions.SERVICE_NAME}.{conventions.SERVICE_NAMESPACE}.svc"
 

@@ -19,8 +19,8 @@ import yaml
 from cel_expr_python import cel
 from cryptography import x509
 
-from webhook import conventions
 from tests.install.conftest import BASE, INSTALLABLE, REPO, render, run_cli, serve_args
+from webhook.core import conventions
 
 KINDS = {
     "MutatingWebhookConfiguration": (conventions.MUTATING_WEBHOOK_CONFIGURATION, {
@@ -260,7 +260,7 @@ def test_match_conditions_are_safe_on_missing_fields(obj: Any) -> None:
 def test_match_conditions_agree_with_the_default_policy() -> None:
     """Every image the CEL filter lets through is one the default policy's roles can match, and the
     stock Plane images pass both: the filter never hides a Plane pod from the policy."""
-    policy = yaml.safe_load((REPO / "webhook" / "default_policy.yaml").read_text())
+    policy = yaml.safe_load((REPO / "webhook" / "core" / "default_policy.yaml").read_text())
     patterns = [re.compile(p) for role in policy["roles"].values() for p in role["match"]["images"]]
     assert patterns
     for image in PLANE_IMAGES:
@@ -292,11 +292,13 @@ class InstalledApp:
     straight to the ASGI app."""
 
     def __init__(self, target: str) -> None:
-        from webhook import server
+        from webhook import cli
+        from webhook.serve import app as server
+        from webhook.serve.settings import Settings
 
         args = serve_args(target)
         args.policy = str(POLICY_COPY)
-        self.app = server.create_app(server.Settings.from_args(args))
+        self.app = server.create_app(cli._options(Settings, args))
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         async def send() -> httpx.Response:

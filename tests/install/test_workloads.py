@@ -1,6 +1,6 @@
 """The webhook Deployment, its Service, PDB, NetworkPolicy and RBAC agree with the code.
 
-Names, ports and paths come from ``webhook.conventions``; the server arguments are parsed with
+Names, ports and paths come from ``webhook.core.conventions``; the server arguments are parsed with
 the real CLI parser, so a flag the CLI does not know, or a mounted path the arguments do not
 use, fails here rather than in a crash-looping pod.
 """
@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from webhook import __version__, cli, conventions
-from webhook.policy import Runtime
 from tests.install.conftest import INSTALLABLE, REPO, TARGETS, deployment, find, one, render, serve_args, webhook_container
+from webhook import __version__, cli
+from webhook.core import conventions
+from webhook.core.policy import Runtime
 
 IMAGE = f"ghcr.io/plane-guard/plane-guard:{__version__}"
 RUNTIME_IMAGE = f"ghcr.io/plane-guard/plane-guard-runtime:{__version__}"
@@ -179,7 +180,7 @@ def test_one_image_everywhere() -> None:
         for _, spec in pod_specs(render(target)):
             images |= {c["image"] for c in spec["containers"] + spec.get("initContainers", [])}
     assert images == {IMAGE}
-    default_policy = yaml.safe_load((REPO / "webhook" / "default_policy.yaml").read_text())
+    default_policy = yaml.safe_load((REPO / "webhook" / "core" / "default_policy.yaml").read_text())
     assert default_policy["runtime"]["image"] == RUNTIME_IMAGE == Runtime().image
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert pyproject["project"]["version"] == __version__

@@ -11,7 +11,8 @@ import json
 import re
 import subprocess
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tests.proof.broker import PASSWORD
 from tests.proof.scenarios import (

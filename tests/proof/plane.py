@@ -3,7 +3,7 @@
 podman plays each pod (``tests/pods.py``) on the host network, so the app reaches the RabbitMQ on
 127.0.0.1:5672 and the nftables black hole on loopback catches its connections like any other
 process's. The Plane containers run the Plane-shaped app image. A guarded pod is the spec after
-``webhook.mutation.mutate_pod`` with the default policy: its init container is the policy's
+``webhook.core.mutation.mutate_pod`` with the default policy: its init container is the policy's
 runtime image (the local build of it) at the policy's mount path. What the app records (entrypoint
 markers, the worker's task log, the poller's outbox) is in a host directory of its own per pod,
 mounted as the hostPath volume ``test-state``, so it can be read during and after the run.
@@ -19,9 +19,10 @@ import socket
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -31,8 +32,8 @@ from tests.proof import broker
 from tests.proof.broker import VHost
 from tools import prerequisites
 from tools.images import Unavailable
-from webhook.mutation import apply_patch, mutate_pod
-from webhook.policy import Bounds, Policy, default_policy
+from webhook.core.mutation import apply_patch, mutate_pod
+from webhook.core.policy import Bounds, Policy, default_policy
 
 HERE = Path(__file__).resolve().parent
 PODS_FILE = HERE / "plane-pods.yaml"

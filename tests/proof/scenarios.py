@@ -22,15 +22,15 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import Callable
 
 from tests.pods import remove_stale, wait_for
 from tests.proof import broker
 from tests.proof.plane import Api, PlaneRun, Poller, Publish, Started, Worker, ensure_images
-from webhook import conventions
-from webhook.policy import default_policy
+from webhook.core import conventions
+from webhook.core.policy import default_policy
 
 #: Heartbeat for the idle scenario: small, so that "idle past the heartbeat" takes seconds.
 IDLE_HEARTBEAT = 3

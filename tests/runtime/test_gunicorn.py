@@ -169,7 +169,7 @@ def test_override_survives_a_configuration_reload(runtime_dir, tmp_path):
 def _mutated_api_env(policy) -> dict[str, str]:
     """The literal env entries plane-guard gives a plane-enterprise api container (envFrom only)."""
     from tests.fixtures import golden
-    from webhook.mutation import apply_patch, mutate_pod
+    from webhook.core.mutation import apply_patch, mutate_pod
 
     pod = golden.load_input("api-envfrom-secret")
     mutated = apply_patch(pod, mutate_pod(pod, policy).patch)
@@ -181,7 +181,7 @@ CHART_VARS = {"GUNICORN_MAX_REQUESTS": "1000", "GUNICORN_MAX_REQUESTS_JITTER": "
 
 
 def test_the_default_policy_turns_the_charts_rotation_off_and_says_so(runtime_dir, workdir):
-    from webhook.policy import default_policy
+    from webhook.core.policy import default_policy
 
     env = base_env(**CHART_VARS, **_mutated_api_env(default_policy()))
     values, stderr = _print_config(runtime_dir, workdir, ["--max-requests", "1200", "--max-requests-jitter", "1000"], env)
@@ -191,7 +191,7 @@ def test_the_default_policy_turns_the_charts_rotation_off_and_says_so(runtime_di
 
 
 def test_under_keep_the_operators_value_from_env_from_is_what_gunicorn_runs(runtime_dir, workdir):
-    from webhook.policy import default_policy_text, load_policy_text
+    from webhook.core.policy import default_policy_text, load_policy_text
 
     keep = load_policy_text(default_policy_text().replace("existing: replace", "existing: keep"))
     env = base_env(GUNICORN_MAX_REQUESTS="5000", **_mutated_api_env(keep))

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from tests.runtime.conftest import PLANE_GUARD
-from webhook import conventions, runtime
+from webhook import runtime
+from webhook.core import conventions
 
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED = {
@@ -41,7 +42,7 @@ def _tree(root: Path) -> dict[str, tuple[int, bytes]]:
 
 def test_runtime_files_are_the_contract():
     assert set(runtime.RUNTIME_FILES) == set(EXPECTED)
-    assert runtime.RUNTIME_FILES["amqp_url.py"].resolve() == (REPO / "webhook" / "amqp_url.py").resolve()
+    assert runtime.RUNTIME_FILES["amqp_url.py"].resolve() == (REPO / "webhook" / "core" / "amqp_url.py").resolve()
     for source in runtime.RUNTIME_FILES.values():
         assert source.is_file(), source
 
@@ -99,7 +100,7 @@ def test_install_imports_only_what_it_needs(tmp_path):
         f"rc = main(['runtime', 'install', {str(tmp_path / 'v')!r}])\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'fastapi', 'pydantic', 'yaml', 'kubernetes',"
         " 'cryptography', 'jsonpatch', 'uvicorn', 'prometheus_client', 'starlette'})\n"
-        "heavy += sorted(m for m in ('webhook.policy', 'webhook.mutation', 'webhook.server') if m in sys.modules)\n"
+        "heavy += sorted(m for m in ('webhook.core.policy', 'webhook.core.mutation', 'webhook.serve.app') if m in sys.modules)\n"
         "print(rc, heavy)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)

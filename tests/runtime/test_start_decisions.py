@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.runtime.test_entrypoint import URL, PASSWORD, _show
 from tests.runtime.conftest import base_env, plane_guard_lines
-from webhook import conventions
+from tests.runtime.test_entrypoint import PASSWORD, URL, _show
+from webhook.core import conventions
 from webhook.runtime import environment
 
 DEFAULT, OVERRIDE = conventions.ENV_DEFAULT_PREFIX, conventions.ENV_OVERRIDE_PREFIX

@@ -13,8 +13,9 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from tests.server.harness import SNI
 from tests.server.pods import plane_pod, review
@@ -149,7 +150,7 @@ async def hold_connections(
                 asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname=SNI if context else None),
                 timeout=max(0.1, deadline - time.monotonic()),
             )
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             break
         if first_bytes:
             writer.write(first_bytes)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.server.harness import WebhookProcess
-from webhook import certs
-from webhook.policy import default_policy_text
+from webhook.core.policy import default_policy_text
+from webhook.ops import certs
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tests import processes
-from webhook import certs
+from webhook.ops import certs
 
 ROOT = Path(__file__).resolve().parents[2]
 SNI = "plane-guard.plane-guard.svc"
@@ -134,7 +134,7 @@ class WebhookProcess:
         ]
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30.0) -> "WebhookProcess":
+    def start(self, timeout: float = 30.0) -> WebhookProcess:
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             self.args, cwd=ROOT, stdout=self._log, stderr=self._log, env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -227,7 +227,7 @@ class InProcessServer:
     def __init__(self, app: Any, cert_dir: Path):
         import uvicorn
 
-        from webhook import tls
+        from webhook.serve import tls
 
         self.port = free_port()
         self.ca_file = cert_dir / "ca.crt"
@@ -240,7 +240,7 @@ class InProcessServer:
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "InProcessServer":
+    def __enter__(self) -> InProcessServer:
         self.thread.start()
         deadline = time.monotonic() + 15
         while not self.server.started:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.server.harness import decode_patch, labels, metric_samples
 from tests.server.pods import IMAGES, plane_pod, review
-from webhook import conventions
+from webhook.core import conventions
 
 K8S_VERSION = "1.30"
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")

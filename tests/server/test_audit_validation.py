@@ -12,10 +12,10 @@ import pytest
 
 from tests.server.harness import decode_patch
 from tests.server.pods import plane_pod, review
-from webhook import conventions
-from webhook.admission import WARNING_MAX_CHARS
-from webhook.mutation import mutate_pod
-from webhook.policy import default_policy
+from webhook.core import conventions
+from webhook.core.admission import WARNING_MAX_CHARS
+from webhook.core.mutation import mutate_pod
+from webhook.core.policy import default_policy
 
 SKIPPED_OR_FAILED = "skipped or failed"
 PASSWORD = "audit-pw-never-shown"

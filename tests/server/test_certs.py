@@ -45,7 +45,7 @@ def test_generate_writes_a_ca_and_a_serving_pair(tmp_path):
     cert = x509.load_pem_x509_certificate((out / "tls.crt").read_bytes())
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
     assert sans == NAMES
-    assert dt.timedelta(days=9) < cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc) <= dt.timedelta(days=10)
+    assert dt.timedelta(days=9) < cert.not_valid_after_utc - dt.datetime.now(dt.UTC) <= dt.timedelta(days=10)
     cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_pem))
     # The pair loads as a server identity.
     ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(out / "tls.crt", out / "tls.key")

@@ -9,10 +9,10 @@ import pytest
 
 from tests.server.harness import ROOT, InProcessServer, labels, metric_samples
 from tests.server.pods import plane_pod, review
-from webhook import conventions
-from webhook.policy import default_policy
-from webhook.admission import INTERNAL_ERROR_WARNING
-from webhook.server import Settings, create_app
+from webhook.core import conventions
+from webhook.core.admission import INTERNAL_ERROR_WARNING
+from webhook.core.policy import default_policy
+from webhook.serve.app import Settings, create_app
 
 
 def _broken_core(pod, policy, **_):
@@ -83,7 +83,7 @@ def test_serve_refuses_missing_certificates(tmp_path):
 
 
 def test_serve_refuses_a_mismatched_key(cert_dir, tmp_path):
-    from webhook import certs
+    from webhook.ops import certs
 
     other = tmp_path / "other"
     certs.write_files(certs.generate("plane-guard", "plane-guard", 1), other)

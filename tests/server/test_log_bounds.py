@@ -6,8 +6,8 @@ import json
 
 from tests.server.abuse import many_containers_review
 from tests.server.pods import plane_pod, review
-from webhook import conventions
-from webhook.decision_log import FIELD_MAX_CHARS, FIELD_MAX_ITEMS
+from webhook.core import conventions
+from webhook.serve.decision_log import FIELD_MAX_CHARS, FIELD_MAX_ITEMS
 
 #: One decision line, whatever the request held (fields, item counts and summaries included).
 LINE_MAX = 16 * 1024

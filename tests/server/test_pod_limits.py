@@ -10,8 +10,8 @@ import pytest
 from tests.server.abuse import connect, head, many_containers_review, post, read_answer
 from tests.server.harness import WebhookProcess, labels, metric_samples
 from tests.server.pods import plane_pod, review
-from webhook import conventions
-from webhook.policy import default_policy_text
+from webhook.core import conventions
+from webhook.core.policy import default_policy_text
 
 LIMITS = "limits:\n  containersPerPod: 4\n  envPerContainer: 10\n  patchBytes: 4096\n"
 
@@ -149,7 +149,7 @@ def test_huge_requests_never_turn_away_a_normal_one(enforce_server):
 
 
 def test_limits_must_be_positive():
-    from webhook.policy import PolicyError, load_policy_text
+    from webhook.core.policy import PolicyError, load_policy_text
 
     text = default_policy_text().replace("containersPerPod: 64", "containersPerPod: 0")
     with pytest.raises(PolicyError, match="limits.containersPerPod"):

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.server.harness import ApiServerClient, SecretVolume, WebhookProcess
 from tests.server.pods import plane_pod, review
-from webhook import certs
+from webhook.ops import certs
 
 MAX_SECONDS = 20.0
 MAX_REQUESTS = 6000
@@ -137,7 +137,7 @@ def test_clients_without_sni_also_get_the_new_certificate(tmp_path):
     import socket
     import ssl
 
-    from webhook.tls import ServingCertificate
+    from webhook.serve.tls import ServingCertificate
 
     first, second = certs.generate("plane-guard", "plane-guard", 5), certs.generate("plane-guard", "plane-guard", 5)
     certs.write_files(first, tmp_path)
@@ -198,7 +198,7 @@ def _reload_warnings(server: WebhookProcess) -> list[dict]:
 )
 def test_a_certificate_outside_its_validity_is_never_switched_to(rotation, window, reason):
     server, volume, _, (first, _, _) = rotation
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert, key = _leaf(now + dt.timedelta(days=window[0]), now + dt.timedelta(days=window[1]))
     volume.publish(certs.Bundle(ca_pem=first.ca_pem, cert_pem=cert, key_pem=key))
     time.sleep(1.5)  # several checks (--cert-check-interval 0.2)

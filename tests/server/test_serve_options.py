@@ -10,15 +10,14 @@ import pytest
 
 from tests.server.harness import ROOT
 from webhook import cli
-from webhook.connections import ConnectionLimits
-from webhook.server import Settings
+from webhook.serve.settings import ConnectionLimits, Settings
 
 LIMIT_OPTIONS = ["max_connections", "max_header_bytes", "max_headers", "header_timeout", "body_timeout", "idle_timeout", "drain_seconds"]
 
 
 def test_command_line_defaults_are_the_server_defaults():
     args = cli._parser().parse_args(["serve"])
-    settings = Settings.from_args(args)
+    settings = cli._options(Settings, args)
     assert settings == Settings()
     assert settings.connection_limits() == ConnectionLimits()
 

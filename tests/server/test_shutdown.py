@@ -7,7 +7,7 @@ import time
 
 from tests.server.abuse import KeepAliveClient, connect, head, read_answer, wait_closed
 from tests.server.harness import WebhookProcess
-from webhook import conventions
+from webhook.core import conventions
 
 DRAIN = 2.0
 CLIENTS = 8
@@ -93,7 +93,7 @@ def test_the_deployment_gives_the_whole_shutdown_its_time():
 
     from tests.server.harness import ROOT
     from webhook import cli
-    from webhook.connections import TLS_SHUTDOWN_TIMEOUT
+    from webhook.serve.connections import TLS_SHUTDOWN_TIMEOUT
 
     deployment = yaml.safe_load((ROOT / "manifests" / "base" / "deployment.yaml").read_text())
     spec = deployment["spec"]["template"]["spec"]

@@ -15,7 +15,7 @@ import trustme
 from tests.server.abuse import connect, head, post, read_answer
 from tests.server.harness import WebhookProcess
 from tests.server.pods import plane_pod, review
-from webhook import conventions
+from webhook.core import conventions
 
 CBC_SUITES = ["ECDHE-ECDSA-AES256-SHA384", "ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA", "ECDHE-ECDSA-AES128-SHA"]
 AEAD_SUITES = ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305"]

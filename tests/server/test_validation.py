@@ -7,11 +7,11 @@ import json
 import pytest
 
 from tests.server.pods import plane_pod
-from webhook import conventions
-from webhook.admission import build_response, valid_audit_key
-from webhook.mutation import apply_patch, mutate_pod
-from webhook.policy import default_policy, default_policy_text, load_policy_text
-from webhook.validation import validate_pod
+from webhook.core import conventions
+from webhook.core.admission import build_response, valid_audit_key
+from webhook.core.mutation import apply_patch, mutate_pod
+from webhook.core.policy import default_policy, default_policy_text, load_policy_text
+from webhook.core.validation import validate_pod
 
 PASSWORD = "pw-never-shown"
 

@@ -23,7 +23,7 @@ _HERE = Path(__file__).resolve().parent
 #: Destination (relative to DIR) -> source file in this package.
 RUNTIME_FILES: dict[str, Path] = {
     "entrypoint.sh": _HERE / "entrypoint.sh",
-    "amqp_url.py": _HERE.parent / "amqp_url.py",
+    "amqp_url.py": _HERE.parent / "core" / "amqp_url.py",
     "environment.py": _HERE / "environment.py",
     "supervisor.py": _HERE / "supervisor.py",
     "python/sitecustomize.py": _HERE / "python" / "sitecustomize.py",
@@ -70,13 +70,13 @@ def install(dest: str | os.PathLike[str]) -> list[Path]:
     return written
 
 
-def install_command(args) -> int:
+def install_command(directory: str) -> int:
     """``plane-guard runtime install DIR``: 0 on success, 1 with a message when DIR cannot be written."""
     try:
-        written = install(args.dir)
+        written = install(directory)
     except OSError as exc:
         print(
-            f"plane-guard: cannot install the runtime into {args.dir}: {exc.strerror or exc}. "
+            f"plane-guard: cannot install the runtime into {directory}: {exc.strerror or exc}. "
             "Mount a writable volume there (an emptyDir, not readOnly) or pass another directory.",
             file=sys.stderr,
         )

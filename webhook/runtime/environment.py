@@ -22,7 +22,7 @@ import os
 import re
 import sys
 
-# The prefixes are webhook.conventions.ENV_DEFAULT_PREFIX / ENV_OVERRIDE_PREFIX (a test checks).
+# The prefixes are webhook.core.conventions.ENV_DEFAULT_PREFIX / ENV_OVERRIDE_PREFIX (a test checks).
 DEFAULT_PREFIX = "PLANE_GUARD_DEFAULT_"
 OVERRIDE_PREFIX = "PLANE_GUARD_OVERRIDE_"
 #: Settings whose values are numbers or booleans, never secrets: these are shown in the log.
@@ -53,7 +53,7 @@ def decide(environ: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     exports: dict[str, str] = {}
     messages: list[str] = []
     for variable in sorted(environ):
-        for prefix, mode in ((OVERRIDE_PREFIX, "replace"), (DEFAULT_PREFIX, "keep")):
+        for prefix, mode in ((OVERRIDE_PREFIX, "replace"), (DEFAULT_PREFIX, "keep")):  # noqa: B007 - read after the loop
             if variable.startswith(prefix):
                 break
         else:

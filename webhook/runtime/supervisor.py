@@ -36,7 +36,7 @@ import sys
 try:
     import _signal as signal
 except ImportError:  # pragma: no cover - every CPython 3.11-3.13 has it
-    import signal  # type: ignore[no-redef]
+    import signal
 
 #: si_code of a signal the kernel generated itself (the tty driver: Ctrl-C, Ctrl-\, hang-up).
 SI_KERNEL = 0x80

@@ -263,7 +263,7 @@ def patch_wait(module):
         timeout, cut = _limit(timeout)
         try:
             return wait(self, method, callback=callback, timeout=timeout, returns_tuple=returns_tuple)
-        except socket.timeout as exc:
+        except TimeoutError as exc:
             if cut and not isinstance(exc, PublishTimeout):
                 raise _expired(_deadline.get()[1]) from exc
             raise

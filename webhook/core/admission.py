@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from webhook import decision_log
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 
@@ -186,9 +185,11 @@ def pod_display_name(pod: dict[str, Any] | None) -> str:
 class Admission:
     """Turns one parsed AdmissionReview into response bytes plus the fields to log."""
 
-    def __init__(self, policy: Any, *, mode: str, on_error: str, mutate: Callable | None = None, validate: Callable | None = None):
-        from webhook.mutation import mutate_pod
-        from webhook.validation import validate_pod
+    def __init__(
+        self, policy: Any, *, mode: str, on_error: str, mutate: Callable[..., Any] | None = None, validate: Callable[..., Any] | None = None
+    ):
+        from webhook.core.mutation import mutate_pod
+        from webhook.core.validation import validate_pod
 
         self.policy = policy
         self.global_audit = mode == "audit"
@@ -218,12 +219,9 @@ class Admission:
         limit = over_limit(pod, self.policy.limits)
         if limit:
             return self._over_limit(review, fields, *limit)
-        try:
-            if webhook == "mutate":
-                return self._mutate(review, audit, fields)
-            return self._validate(review, audit, fields)
-        except Exception:  # noqa: BLE001 - a plane-guard bug must not block the pod
-            return self._internal_error(review, webhook, fields)
+        if webhook == "mutate":
+            return self._mutate(review, audit, fields)
+        return self._validate(review, audit, fields)
 
     def _mutate(self, review: AdmissionReview, audit: bool, fields: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
         request = review.request
@@ -281,7 +279,8 @@ class Admission:
         return body, fields
 
     def error_answer(self, review: AdmissionReview, webhook: str, audit: bool) -> tuple[bytes, dict[str, Any]]:
-        """The ``--on-error`` answer for a failure outside the core (fields built from scratch)."""
+        """The ``--on-error`` answer when deciding failed (a plane-guard bug must not block the pod);
+        the caller logs and counts it."""
         request = review.request
         fields = {
             "uid": request.uid,
@@ -295,11 +294,6 @@ class Admission:
         return self._internal_error(review, webhook, fields)
 
     def _internal_error(self, review: AdmissionReview, webhook: str, fields: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
-        from webhook import metrics
-
-        decision_log.error("internal error while deciding", {"uid": review.request.uid, "webhook": webhook})
-        if not review.request.dryRun:
-            metrics.ERRORS.labels(webhook).inc()
         fields.setdefault("roles", {})
         fields["reasons"] = ["internal-error"]
         if self.on_error == "deny":

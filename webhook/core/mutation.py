@@ -17,9 +17,10 @@ from typing import Any
 
 import jsonpatch
 
-from webhook import __version__, conventions as names
-from webhook.amqp_url import format_heartbeat, merge_heartbeat, parse_heartbeat
-from webhook.policy import Policy, Role
+from webhook import __version__
+from webhook.core import conventions as names
+from webhook.core.amqp_url import format_heartbeat, merge_heartbeat, parse_heartbeat
+from webhook.core.policy import Policy, Role
 
 RUNTIME_SECURITY = {
     "runAsNonRoot": True,
@@ -58,7 +59,8 @@ def escape(key: str) -> str:
 
 def apply_patch(pod: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, Any]:
     """The pod as the API server stores it after the patch (a new object; ``pod`` is untouched)."""
-    return jsonpatch.apply_patch(pod, patch)
+    patched: dict[str, Any] = jsonpatch.apply_patch(pod, patch)
+    return patched
 
 
 def _map(value: Any) -> dict[str, Any]:
@@ -133,8 +135,8 @@ def workload_name(pod: dict[str, Any]) -> str | None:
     name = owner["name"]
     template_hash = _map(metadata.get("labels")).get("pod-template-hash")
     if owner.get("kind") == "ReplicaSet" and isinstance(template_hash, str) and name.endswith(f"-{template_hash}"):
-        return name[: -len(template_hash) - 1]
-    return name
+        return str(name[: -len(template_hash) - 1])
+    return str(name)
 
 
 def _opt_out_reason(rule: tuple[int, Any] | None) -> str | None:
@@ -174,7 +176,7 @@ class _Overrides:
     warnings: list[str] = field(default_factory=list)
 
     @classmethod
-    def read(cls, annotations: dict[str, Any], policy: Policy) -> "_Overrides":
+    def read(cls, annotations: dict[str, Any], policy: Policy) -> _Overrides:
         found = cls()
         bounds = policy.validation.gunicorn_max_requests
         for key, attribute in (
@@ -226,7 +228,7 @@ class _Overrides:
 class _ContainerPlan:
     """Operations for one container; indices refer to the container as the API server sent it."""
 
-    def __init__(self, container: dict[str, Any], index: int, ops: list, changes: list, reasons: list):
+    def __init__(self, container: dict[str, Any], index: int, ops: list[dict[str, Any]], changes: list[str], reasons: list[str]):
         self.container = container
         self.name = container["name"]
         self.base = f"/spec/containers/{index}"
@@ -239,7 +241,7 @@ class _ContainerPlan:
             for i, entry in enumerate(self.entries)
             if isinstance(entry, dict) and isinstance(entry.get("name"), str)
         }
-        self.appended: list[dict[str, str]] = []
+        self.appended: list[dict[str, Any]] = []
 
     def set_env(self, variable: str, value: str, keep: bool = False, change: str | None = None) -> bool:
         """Set one variable in place (keeping ``$(VAR)`` order) or append it; True if it changed.
@@ -325,13 +327,13 @@ def _wrap(plan: _ContainerPlan, role: Role, policy: Policy) -> bool:
     return True
 
 
-def _amqp(plan: _ContainerPlan, role: Role, policy: Policy, heartbeat: float, wrapped: bool, warnings: list) -> None:
+def _amqp(plan: _ContainerPlan, role: Role, policy: Policy, heartbeat: float, wrapped: bool, warnings: list[str]) -> None:
     """Add the heartbeat to a literal URL here, or have the runtime merge one from a Secret."""
     variable = policy.amqp_url_variable
     position = plan.positions.get(variable)
     entry = plan.entries[position] if position is not None else None
     literal = entry is not None and "valueFrom" not in entry and isinstance(entry.get("value"), str)
-    if literal and "$(" not in entry["value"]:
+    if entry is not None and literal and "$(" not in entry["value"]:
         merged = merge_heartbeat(entry["value"], heartbeat, role.existing_heartbeat)
         warnings.extend(f"{plan.name}: {variable}: {w}" for w in merged.warnings)
         if merged.changed:
@@ -358,7 +360,7 @@ def _amqp(plan: _ContainerPlan, role: Role, policy: Policy, heartbeat: float, wr
         plan.changes.append(f"{plan.name}:amqp-url/runtime-merge")
 
 
-def _pod_level(pod: dict[str, Any], policy: Policy, ops: list, changes: list) -> None:
+def _pod_level(pod: dict[str, Any], policy: Policy, ops: list[dict[str, Any]], changes: list[str]) -> None:
     """The shared volume and the init container that fills it, once per pod."""
     spec = pod["spec"]
     runtime = policy.runtime

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from webhook.certs import split_pems
+from webhook.ops.certs import split_pems
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def _name(general: x509.GeneralName) -> str:
 def _verify(chain: list[x509.Certificate], cas: list[x509.Certificate], name: x509.GeneralName, now: dt.datetime) -> str | None:
     """Why the API server would refuse the serving certificate with this caBundle, or None."""
     try:
-        verifier = PolicyBuilder().store(Store(cas)).time(now).build_server_verifier(name)
+        verifier = PolicyBuilder().store(Store(cas)).time(now).build_server_verifier(name)  # type: ignore[arg-type]
         verifier.verify(chain[0], chain[1:])
         return None
     except VerificationError as error:

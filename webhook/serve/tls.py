@@ -19,9 +19,10 @@ import os
 import ssl
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from webhook import decision_log
+from webhook.serve import decision_log
 
 #: How often (seconds) each server process compares the files with what it serves.
 CHECK_INTERVAL_ENV = "PLANE_GUARD_CERT_CHECK_INTERVAL"
@@ -97,7 +98,7 @@ class ServingCertificate:
 
     def check(self) -> bool:
         """Reload if the files changed; True when a new certificate is in use."""
-        from webhook import metrics
+        from webhook.serve import metrics
 
         try:
             files = self._read()
@@ -173,7 +174,7 @@ def _iso(timestamp: float) -> str:
 
 
 def _set_expiry(not_after: float) -> None:
-    from webhook import metrics
+    from webhook.serve import metrics
 
     metrics.CERT_EXPIRY.set(not_after)
 

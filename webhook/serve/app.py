@@ -1,4 +1,4 @@
-"""The HTTPS admission server: FastAPI app and uvicorn over TLS (certificates reload via webhook.tls).
+"""The HTTPS admission server: FastAPI app and uvicorn over TLS (certificates reload via webhook.serve.tls).
 
 The four admission paths are the hot path: a small ASGI endpoint, called before FastAPI's own
 middleware stack, reads the body under a size limit, parses the envelope once, calls the pure
@@ -10,14 +10,13 @@ warning (or a deny with ``--on-error deny``); a request that is not an Admission
 clear 4xx. Only a bug in the HTTP layer itself, before a uid is known, can answer 500 (the
 webhook's failurePolicy then decides).
 
-Memory stays bounded whatever clients send: each connection is bounded by webhook.connections,
+Memory stays bounded whatever clients send: each connection is bounded by webhook.serve.connections,
 and the request bodies held at once by all requests together are bounded here (a request that
 would pass that bound gets 503 at once instead of waiting in memory).
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
@@ -26,16 +25,19 @@ import ssl
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from webhook import connections, conventions, decision_log
-from webhook.admission import Admission, EnvelopeError, parse_review
-from webhook.tls import CHECK_INTERVAL_ENV, CLIENT_CA_ENV, ServingCertificate, current_certificate, ssl_context_factory
+from webhook.core import conventions
+from webhook.core.admission import Admission, EnvelopeError, parse_review
+from webhook.serve import connections, decision_log
+from webhook.serve.settings import LIMITS_ENV, Settings
+from webhook.serve.tls import CHECK_INTERVAL_ENV, CLIENT_CA_ENV, ServingCertificate, current_certificate, ssl_context_factory
 
 SETTINGS_ENV = "PLANE_GUARD_SERVE_SETTINGS"
 #: Request bodies held in memory at once, all requests together, in units of --max-body-bytes.
@@ -51,42 +53,6 @@ ADMISSION_PATHS = {
     conventions.PATH_VALIDATE: ("validate", False),
     conventions.PATH_VALIDATE_AUDIT: ("validate", True),
 }
-
-
-@dataclass
-class Settings:
-    """Everything ``serve`` needs; JSON-serialisable so worker processes receive it."""
-
-    host: str = "0.0.0.0"
-    port: int = conventions.CONTAINER_PORT
-    cert_file: str = "certs/tls.crt"
-    key_file: str = "certs/tls.key"
-    policy: str | None = None
-    mode: str = "enforce"
-    workers: int = 1
-    on_error: str = "allow"
-    max_body_bytes: int = 3 * 1024 * 1024
-    log_level: str = "info"
-    keep_alive_timeout: int = 120
-    graceful_timeout: int = 10
-    cert_check_interval: float = 2.0
-    client_ca_file: str | None = None
-    max_connections: int = connections.ConnectionLimits.max_connections
-    max_header_bytes: int = connections.ConnectionLimits.max_header_bytes
-    max_headers: int = connections.ConnectionLimits.max_headers
-    header_timeout: float = connections.ConnectionLimits.header_timeout
-    body_timeout: float = connections.ConnectionLimits.body_timeout
-    idle_timeout: float = connections.ConnectionLimits.idle_timeout
-    drain_seconds: float = connections.ConnectionLimits.drain_seconds
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "Settings":
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in vars(args).items() if k in known and v is not None})
-
-    def connection_limits(self) -> connections.ConnectionLimits:
-        names = connections.ConnectionLimits.__dataclass_fields__
-        return connections.ConnectionLimits(**{name: getattr(self, name) for name in names})
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -221,11 +187,16 @@ class AdmissionEndpoint:
         except EnvelopeError as exc:
             return 400, str(exc)
         except Exception:  # noqa: BLE001 - any bug once the uid is known gets the --on-error answer
+            decision_log.error("internal error while deciding", {"uid": review.request.uid, "webhook": webhook})
+            if not review.request.dryRun:
+                from webhook.serve import metrics
+
+                metrics.ERRORS.labels(webhook).inc()
             payload, fields = self.admission.error_answer(review, webhook, audit)
         seconds = time.perf_counter() - started
         fields["duration_ms"] = round(seconds * 1000, 3)
         if not fields["dry_run"]:
-            from webhook import metrics
+            from webhook.serve import metrics
 
             metrics.record_decision(webhook, fields["mode"], fields["decision"], fields.get("reasons", ()), seconds)
         decision_log.decision(fields)
@@ -253,7 +224,7 @@ class AdmissionEndpoint:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _refuse(self, send: Callable, status: int, message: str, headers: list | None = None) -> None:
-        from webhook import metrics
+        from webhook.serve import metrics
 
         metrics.BAD_REQUESTS.labels(str(status)).inc()
         body = _json_bytes({"status": status, "message": message})
@@ -279,8 +250,8 @@ def create_app(
     validate: Callable | None = None,
 ) -> FastAPI:
     """The webhook app. ``mutate``/``validate`` replace the core (tests inject failures)."""
-    from webhook import metrics
-    from webhook.policy import load_policy
+    from webhook.core.policy import load_policy
+    from webhook.serve import metrics
 
     settings = settings or Settings()
     policy = policy if policy is not None else load_policy(settings.policy)
@@ -335,11 +306,11 @@ class WebhookApp(FastAPI):
     than the admission decision itself; the admission endpoint needs none of it.
     """
 
-    def __init__(self, endpoint: "AdmissionEndpoint", **kwargs: Any):
+    def __init__(self, endpoint: AdmissionEndpoint, **kwargs: Any):
         super().__init__(**kwargs)
         self.admission_endpoint = endpoint
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:  # type: ignore[override]
         if scope["type"] == "http" and scope["path"] in ADMISSION_PATHS:
             await self.admission_endpoint(scope, receive, send)
             return
@@ -367,7 +338,7 @@ def app_from_environment() -> FastAPI:
 
 def preflight(settings: Settings) -> str | None:
     """Why the server cannot start, or None. Checked before binding so the message is clear."""
-    from webhook.policy import PolicyError, load_policy
+    from webhook.core.policy import PolicyError, load_policy
 
     try:
         load_policy(settings.policy)
@@ -433,9 +404,8 @@ def fit_open_file_limit(max_connections: int) -> int:
     return fitted
 
 
-def serve_command(args: argparse.Namespace) -> int:
+def serve_command(settings: Settings) -> int:
     """``plane-guard serve``: refuse bad settings with exit 2, else run uvicorn until SIGTERM."""
-    settings = Settings.from_args(args)
     decision_log.configure(settings.log_level)
     problem = preflight(settings)
     if problem:
@@ -448,17 +418,17 @@ def serve_command(args: argparse.Namespace) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))
     os.environ[CHECK_INTERVAL_ENV] = str(settings.cert_check_interval)
-    os.environ[connections.LIMITS_ENV] = settings.connection_limits().to_env()
+    os.environ[LIMITS_ENV] = settings.connection_limits().to_env()
     if settings.client_ca_file:
         os.environ[CLIENT_CA_ENV] = settings.client_ca_file
 
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
-    from webhook import lifecycle
+    from webhook.serve import lifecycle
 
     config = uvicorn.Config(
-        "webhook.server:app_from_environment",
+        "webhook.serve.app:app_from_environment",
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -466,7 +436,7 @@ def serve_command(args: argparse.Namespace) -> int:
         ssl_certfile=settings.cert_file,
         ssl_keyfile=settings.key_file,
         ssl_context_factory=ssl_context_factory,
-        loop="webhook.connections:GuardedLoop",
+        loop="webhook.serve.connections:GuardedLoop",
         http=connections.GuardedHttpProtocol,
         ws="none",
         lifespan="off",

@@ -17,15 +17,16 @@ A pod is:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import jsonpointer
 
-from webhook import conventions
-from webhook.mutation import Outcome, mutate_pod, pod_roles, workload_name
-from webhook.policy import Policy
-from webhook.preview import TEMPLATE_PATHS
+from webhook.core import conventions
+from webhook.core.mutation import Outcome, mutate_pod, pod_roles, workload_name
+from webhook.core.policy import Policy
+from webhook.ops.preview import TEMPLATE_PATHS
 
 GUARDED, STALE, UNGUARDED, AUDITED, SKIPPED = "guarded", "stale", "unguarded", "audited", "skipped"
 #: States a restart fixes (in a namespace that is enabled).
@@ -210,7 +211,7 @@ def namespace_report(name: str, mode: str, workloads: dict[str, list[dict[str, A
             continue
         if not is_plane(pod, policy):
             continue
-        key = owner(pod, cronjob_of)
+        key = owner(pod, cronjob_of)  # type: ignore[arg-type]
         report = found.setdefault(key, WorkloadReport(*key))
         report.roles = report.roles or pod_roles(pod, policy)
         report.pods.append(pod_state(pod, running, audit))
@@ -281,7 +282,7 @@ def as_json(report: StatusReport) -> dict[str, Any]:
     }
 
 
-def _columns(rows: list[tuple[str, ...]]) -> list[str]:
+def _columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return ["  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[-1]]).rstrip() for row in rows]
 

@@ -17,20 +17,22 @@ usage, no credentials, the API server unreachable or refusing the reads.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as dt
 import json
 import os
 import re
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from webhook import __version__, conventions
-from webhook.policy import PolicyError, default_policy, load_policy, load_policy_text
-from webhook.status_report import NamespaceReport, Running, StatusReport, as_json, as_table, namespace_report
-from webhook.webhook_health import Check, certificate_check, certificates, configuration_checks, endpoints_check, services
+from webhook import __version__
+from webhook.core import conventions
+from webhook.core.policy import PolicyError, default_policy, load_policy, load_policy_text
+from webhook.ops.status_report import NamespaceReport, Running, StatusReport, as_json, as_table, namespace_report
+from webhook.ops.webhook_health import Check, certificate_check, certificates, configuration_checks, endpoints_check, services
 
 #: Seconds to connect, then to read one answer; a monitoring check must not hang.
 TIMEOUT = (5, 30)
@@ -175,7 +177,7 @@ def mounted(deployment: dict[str, Any], container: dict[str, Any], path: str) ->
             relative = path[len(mount_path) + 1:]
         else:
             continue
-        volume = next((v for v in spec.get("volumes") or [] if v.get("name") == mount.get("name")), {})
+        volume: dict[str, Any] = next((v for v in spec.get("volumes") or [] if v.get("name") == mount.get("name")), {})
         for kind, name_key in (("configMap", "name"), ("secret", "secretName")):
             source = volume.get(kind)
             if isinstance(source, dict):
@@ -214,12 +216,28 @@ def _mounted_text(cluster: Cluster, namespace: str, deployment: dict[str, Any], 
     return data, where, None
 
 
-def running_policy(cluster: Cluster, args: argparse.Namespace, deployment: dict[str, Any] | None,
+@dataclass(frozen=True)
+class StatusOptions:
+    """What ``plane-guard status`` is asked (the command line's options of the same names)."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: tuple[str, ...] | None = None
+    output: str = "table"
+    policy: str | None = None
+    cert_min_days: int = 21
+    webhook_namespace: str = conventions.SERVICE_NAMESPACE
+    webhook_deployment: str = conventions.SERVICE_NAME
+    mutating_webhook: str = conventions.MUTATING_WEBHOOK_CONFIGURATION
+    validating_webhook: str = conventions.VALIDATING_WEBHOOK_CONFIGURATION
+
+
+def running_policy(cluster: Cluster, options: StatusOptions, deployment: dict[str, Any] | None,
                    container: dict[str, Any] | None, checks: list[Check]) -> tuple[Any, str]:
     """The policy to compare pods with, and where it came from."""
-    if args.policy:
+    if options.policy:
         try:
-            return load_policy(args.policy), f"--policy {args.policy}"
+            return load_policy(options.policy), f"--policy {options.policy}"
         except PolicyError as error:
             raise StatusError(f"invalid policy:\n{error}") from None
     if deployment is None or container is None:
@@ -227,12 +245,12 @@ def running_policy(cluster: Cluster, args: argparse.Namespace, deployment: dict[
     path = flag(_argv(container), "--policy")
     if path is None:
         return default_policy(), "the embedded default (the webhook passes no --policy)"
-    text, where, failed = _mounted_text(cluster, args.webhook_namespace, deployment, container, path, "policy")
+    text, where, failed = _mounted_text(cluster, options.webhook_namespace, deployment, container, path, "policy")
     if failed:
         checks.append(failed)
         return default_policy(), f"the embedded default: {failed.subject} {failed.detail}"
     try:
-        return load_policy_text(text.decode("utf-8", "replace"), where), where
+        return load_policy_text(text.decode("utf-8", "replace"), where), where  # type: ignore[union-attr]
     except PolicyError as error:
         checks.append(Check(f"policy ({where})", False, f"invalid, the webhook refuses to start: {error}"))
         return default_policy(), f"the embedded default: the policy in {where} is invalid"
@@ -241,35 +259,35 @@ def running_policy(cluster: Cluster, args: argparse.Namespace, deployment: dict[
 # --------------------------------------------------------------------------- the report
 
 
-def _serving_certificate(cluster: Cluster, args: argparse.Namespace, deployment: dict[str, Any] | None,
+def _serving_certificate(cluster: Cluster, options: StatusOptions, deployment: dict[str, Any] | None,
                          container: dict[str, Any] | None) -> tuple[list[Any] | None, Check]:
     """The certificate the webhook serves (its ``--cert-file``, from the Secret the Deployment
     mounts; the conventional Secret without a Deployment), and the check of its expiry."""
     cert_file = flag(_argv(container), "--cert-file") if container else None
     if deployment is not None and container is not None and cert_file:
-        pem, where, failed = _mounted_text(cluster, args.webhook_namespace, deployment, container, cert_file, "serving certificate")
+        pem, where, failed = _mounted_text(cluster, options.webhook_namespace, deployment, container, cert_file, "serving certificate")
         if failed:
             return None, failed
     else:
-        where = f"Secret {args.webhook_namespace}/{conventions.TLS_SECRET}"
-        found = cluster.get(f"/api/v1/namespaces/{args.webhook_namespace}/secrets/{conventions.TLS_SECRET}")
+        where = f"Secret {options.webhook_namespace}/{conventions.TLS_SECRET}"
+        found = cluster.get(f"/api/v1/namespaces/{options.webhook_namespace}/secrets/{conventions.TLS_SECRET}")
         pem = base64.b64decode((found or {}).get("data", {}).get("tls.crt", ""))
         if not pem:
             return None, Check(f"serving certificate ({where})", False, "not found: the webhook pods cannot start")
     subject = f"serving certificate ({where})"
     try:
-        chain = certificates(pem)
+        chain = certificates(pem)  # type: ignore[arg-type]
     except ValueError:
         return None, Check(subject, False, "not a PEM certificate")
-    return chain, certificate_check(subject, chain, dt.datetime.now(dt.timezone.utc), args.cert_min_days)
+    return chain, certificate_check(subject, chain, dt.datetime.now(dt.UTC), options.cert_min_days)
 
 
-def _health(cluster: Cluster, args: argparse.Namespace, deployment: dict[str, Any] | None,
+def _health(cluster: Cluster, options: StatusOptions, deployment: dict[str, Any] | None,
             container: dict[str, Any] | None) -> list[Check]:
-    chain, certificate = _serving_certificate(cluster, args, deployment, container)
+    chain, certificate = _serving_certificate(cluster, options, deployment, container)
     checks = [certificate]
-    now = dt.datetime.now(dt.timezone.utc)
-    configurations = [("MutatingWebhookConfiguration", args.mutating_webhook), ("ValidatingWebhookConfiguration", args.validating_webhook)]
+    now = dt.datetime.now(dt.UTC)
+    configurations = [("MutatingWebhookConfiguration", options.mutating_webhook), ("ValidatingWebhookConfiguration", options.validating_webhook)]
     read = [cluster.get(f"{ADMISSION}/{kind.lower()}s/{name}") for kind, name in configurations]
     for (kind, name), configuration in zip(configurations, read):
         checks.extend(configuration_checks(kind, name, configuration, chain, now))
@@ -281,7 +299,7 @@ def _health(cluster: Cluster, args: argparse.Namespace, deployment: dict[str, An
     return checks
 
 
-def _namespaces(cluster: Cluster, wanted: list[str] | None) -> list[tuple[str, str | None]]:
+def _namespaces(cluster: Cluster, wanted: Sequence[str] | None) -> list[tuple[str, str | None]]:
     """(name, value of the inject label) of the namespaces to report on."""
     if wanted:
         found = []
@@ -308,45 +326,45 @@ def _namespace(cluster: Cluster, name: str, label: str | None, running: Running)
     return report
 
 
-def gather(cluster: Cluster, args: argparse.Namespace) -> StatusReport:
+def gather(cluster: Cluster, options: StatusOptions) -> StatusReport:
     checks: list[Check] = []
-    deployment_name = f"{args.webhook_namespace}/{args.webhook_deployment}"
-    deployment = cluster.get(f"/apis/apps/v1/namespaces/{args.webhook_namespace}/deployments/{args.webhook_deployment}")
+    deployment_name = f"{options.webhook_namespace}/{options.webhook_deployment}"
+    deployment = cluster.get(f"/apis/apps/v1/namespaces/{options.webhook_namespace}/deployments/{options.webhook_deployment}")
     container = serve_container(deployment) if deployment else None
     if deployment is None:
         checks.append(Check(f"Deployment {deployment_name}", False, "not found: is plane-guard installed there? "
                                                                     "(--webhook-namespace, --webhook-deployment)"))
-    policy, policy_source = running_policy(cluster, args, deployment, container, checks)
+    policy, policy_source = running_policy(cluster, options, deployment, container, checks)
     version = image_version(str(container.get("image", ""))) if container else None
     version_source = "the webhook's image tag" if version else "this command's version: the webhook's image tag is not a version"
     server_audit = container is not None and flag(_argv(container), "--mode") == "audit"
     running = Running(policy, policy_source, version or __version__, version_source, server_audit)
-    checks += _health(cluster, args, deployment, container)
-    namespaces = [_namespace(cluster, name, label, running) for name, label in _namespaces(cluster, args.namespace)]
+    checks += _health(cluster, options, deployment, container)
+    namespaces = [_namespace(cluster, name, label, running) for name, label in _namespaces(cluster, options.namespace)]
     return StatusReport(running, deployment_name, checks, namespaces)
 
 
-def status_command(args: argparse.Namespace) -> int:
+def status_command(options: StatusOptions) -> int:
     """Print the report (table or JSON); exit 1 when something needs attention, 2 when nothing could be read."""
-    if args.cert_min_days < 0:
+    if options.cert_min_days < 0:
         print("plane-guard status: --cert-min-days must be 0 or more", file=sys.stderr)
         return 2
-    names = [*(args.namespace or []), args.webhook_namespace, args.webhook_deployment, args.mutating_webhook, args.validating_webhook]
+    names = [*(options.namespace or []), options.webhook_namespace, options.webhook_deployment, options.mutating_webhook, options.validating_webhook]
     invalid = [name for name in names if len(name) > 253 or not OBJECT_NAME.match(name)]
     if invalid:
         print(f"plane-guard status: {invalid[0]!r} is not a Kubernetes object name (lower-case letters, digits, '-' and '.')",
               file=sys.stderr)
         return 2
     try:
-        api_client = connect(args.kubeconfig, args.context)
+        api_client = connect(options.kubeconfig, options.context)
         try:
-            report = gather(Cluster(api_client), args)
+            report = gather(Cluster(api_client), options)
         finally:
             api_client.close()
     except StatusError as error:
         print(f"plane-guard status: {error}", file=sys.stderr)
         return 2
-    if args.output == "json":
+    if options.output == "json":
         print(json.dumps(as_json(report), indent=2))
     else:
         sys.stdout.write(as_table(report))

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from webhook import conventions
-from webhook.admission import WARNING_MAX_CHARS
-from webhook.amqp_url import is_kombu_key, parse_heartbeat, query_pairs
-from webhook.mutation import is_opted_out, mutate_pod, opted_out_by_policy, pod_roles
-from webhook.policy import Policy
+from webhook.core import conventions
+from webhook.core.admission import WARNING_MAX_CHARS
+from webhook.core.amqp_url import is_kombu_key, parse_heartbeat, query_pairs
+from webhook.core.mutation import is_opted_out, mutate_pod, opted_out_by_policy, pod_roles
+from webhook.core.policy import Policy
 
 RULES = ("amqpHeartbeatDisabled", "unknownAmqpQueryKey", "gunicornMaxRequestsOutOfBounds", "notMutated")
 #: What the stock API image runs with when nothing overrides it (``--max-requests 1200``).
@@ -132,7 +132,8 @@ def rule_action(policy: Policy, rule: str) -> str:
 @lru_cache(maxsize=8)
 def _actions(rules: Any) -> dict[str, str]:
     """Rule name -> action of a (frozen, hashable) policy rules model, computed once."""
-    return rules.model_dump(by_alias=True)
+    dumped: dict[str, str] = rules.model_dump(by_alias=True)
+    return dumped
 
 
 def _env(container: dict[str, Any]) -> dict[str, Any]:
@@ -148,7 +149,7 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
 
 def _literal(entry: Any) -> str | None:
     if isinstance(entry, dict) and "valueFrom" not in entry and isinstance(entry.get("value"), str):
-        return entry["value"]
+        return str(entry["value"])
     return None
 
 
@@ -224,10 +225,10 @@ def _check_max_requests(container: dict[str, Any], env: dict[str, Any], policy: 
     if override is not None:
         raw, origin = override, f"{MAX_REQUESTS_VARIABLE}={override.strip()} (policy)"
     elif entry is not None:
-        raw = _literal(entry)
-        if raw is None:
+        literal = _literal(entry)
+        if literal is None:
             return []  # from a ConfigMap or Secret key: not visible at admission
-        origin = f"{MAX_REQUESTS_VARIABLE}={raw.strip()}"
+        raw, origin = literal, f"{MAX_REQUESTS_VARIABLE}={literal.strip()}"
     elif _may_come_from_env_from(container, MAX_REQUESTS_VARIABLE):
         if default is not None:
             return []  # the wrapper keeps envFrom's value or applies the policy's, and logs which
@@ -267,8 +268,8 @@ def validate_pod(pod: Any, policy: Policy, *, audit: bool = False) -> Verdict:
         return Verdict(roles=roles, reasons=("opted-out",))
 
     raw: list[tuple[str, str, str]] = []
-    metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
-    annotations = metadata.get("annotations") if isinstance(metadata.get("annotations"), dict) else {}
+    metadata: dict[str, Any] = pod["metadata"] if isinstance(pod.get("metadata"), dict) else {}
+    annotations: dict[str, Any] = metadata["annotations"] if isinstance(metadata.get("annotations"), dict) else {}
     names: dict[str, tuple[str, ...]] = {}
     if conventions.STATUS_ANNOTATION not in annotations:
         if not audit:

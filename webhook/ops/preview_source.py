@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -108,7 +109,7 @@ def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
     return sorted(manifests, key=order), sorted(others, key=order)
 
 
-def read_sources(names: list[str], stdin: BinaryIO) -> tuple[list[Source], list[str]]:
+def read_sources(names: Sequence[str], stdin: BinaryIO) -> tuple[list[Source], list[str]]:
     """The text of every file named (``-`` is stdin), directories expanded; and notes on what
     was skipped."""
     sources: list[Source] = []
@@ -186,12 +187,12 @@ def parse(source: Source) -> list[Document]:
                 data = loader.construct_document(node)
             except (ValueError, TypeError, OverflowError) as error:
                 raise InputError(
-                    f"{source.name}:{node.start_mark.line + 1}: document {index} holds a value YAML cannot build "
+                    f"{source.name}:{node.start_mark.line + 1}: document {index} holds a value YAML cannot build "  # type: ignore[union-attr]
                     f"({type(error).__name__}); quote it if it is meant as text"
                 ) from None
-            opening, helm_source = _opening(lines, node.start_mark.line)
-            line = opening if data is None else node.start_mark.line
-            documents.append(Document(source, index, node, data, line, helm_source))
+            opening, helm_source = _opening(lines, node.start_mark.line)  # type: ignore[union-attr]
+            line = opening if data is None else node.start_mark.line  # type: ignore[union-attr]
+            documents.append(Document(source, index, node, data, line, helm_source))  # type: ignore[arg-type]
     except yaml.YAMLError as error:
         raise _yaml_problem(source, error) from None
     except RecursionError:

@@ -18,7 +18,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from webhook import conventions
+from webhook.core import conventions
 
 TOKEN_VOLUME_PREFIX = "kube-api-access-"
 #: The API server picks 5 random characters; the name never appears in a plane-guard patch.

@@ -23,7 +23,7 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
-from webhook import connections, decision_log
+from webhook.serve import connections, decision_log
 
 
 class Server(uvicorn.Server):
@@ -70,7 +70,7 @@ class Worker(Process):
     def server(self) -> Server:
         if self._server is None:
             self._server = Server(config=self.config)
-        return self._server
+        return self._server  # type: ignore[return-value]
 
 
 class Supervisor(Multiprocess):

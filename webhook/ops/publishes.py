@@ -34,8 +34,9 @@ import json
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import IO, Any, Iterable
+from typing import IO, Any
 
 #: Version of the ``-o json`` object.
 SCHEMA = 1
@@ -242,14 +243,14 @@ class Tally:
                 wrapped = None
             if isinstance(wrapped, dict) and isinstance(wrapped.get("log"), str):
                 line = wrapped["log"]
-        prefix = KUBECTL_PREFIX.match(line)
+        prefix = KUBECTL_PREFIX.match(line)  # type: ignore[arg-type]
         found = False
-        for attempt, marker in enumerate(MARKER.finditer(line)):
+        for attempt, marker in enumerate(MARKER.finditer(line)):  # type: ignore[arg-type]
             found = True
             if attempt == 3:
                 break
             try:
-                value, _ = _DECODER.raw_decode(line, marker.start())
+                value, _ = _DECODER.raw_decode(line, marker.start())  # type: ignore[arg-type]
             except (ValueError, RecursionError):
                 continue
             if isinstance(value, dict):

@@ -9,22 +9,23 @@ kubelet and the server's file watcher catch up: no admission call fails during a
 
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as dt
 import ipaddress
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from webhook.core import conventions
 
 #: Back-date validity so a node with a slightly slow clock accepts a fresh certificate.
 CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -47,7 +48,7 @@ def dns_names(service: str, namespace: str) -> list[str]:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -160,11 +161,36 @@ def write_files(bundle: Bundle, out: Path) -> None:
     _write(out / "ca.crt", bundle.ca_pem, 0o644)
 
 
-def generate_command(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class GenerateOptions:
+    """What ``plane-guard certs generate`` is asked."""
+
+    out: str = "certs"
+    service: str = conventions.SERVICE_NAME
+    namespace: str = conventions.SERVICE_NAMESPACE
+    days: int = 365
+    ip: tuple[str, ...] | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class BootstrapOptions:
+    """What ``plane-guard certs bootstrap`` is asked."""
+
+    service: str = conventions.SERVICE_NAME
+    namespace: str = conventions.SERVICE_NAMESPACE
+    secret: str = conventions.TLS_SECRET
+    mutating_webhook: str = conventions.MUTATING_WEBHOOK_CONFIGURATION
+    validating_webhook: str = conventions.VALIDATING_WEBHOOK_CONFIGURATION
+    days: int = 365
+    renew_before_days: int = 30
+
+
+def generate_command(options: GenerateOptions) -> int:
     """``plane-guard certs generate``: files into ``--out``, the caBundle on stdout."""
-    out = Path(args.out)
+    out = Path(options.out)
     existing = [name for name in ("ca.crt", "tls.crt", "tls.key") if (out / name).exists()]
-    if existing and not args.force:
+    if existing and not options.force:
         print(
             f"plane-guard certs generate: {', '.join(str(out / n) for n in existing)} already exist(s); "
             "pass --force to replace them (the caBundle in the webhook configurations must then be updated).",
@@ -172,14 +198,14 @@ def generate_command(args: argparse.Namespace) -> int:
         )
         return 1
     try:
-        bundle = generate(args.service, args.namespace, args.days, args.ip or ())
+        bundle = generate(options.service, options.namespace, options.days, options.ip or ())
     except ValueError as exc:
         print(f"plane-guard certs generate: {exc}", file=sys.stderr)
         return 2
     write_files(bundle, out)
     print(
         f"wrote {out / 'ca.crt'}, {out / 'tls.crt'}, {out / 'tls.key'} for "
-        f"{', '.join([*dns_names(args.service, args.namespace), *(args.ip or ())])} (valid {args.days} days). caBundle:",
+        f"{', '.join([*dns_names(options.service, options.namespace), *(options.ip or ())])} (valid {options.days} days). caBundle:",
         file=sys.stderr,
     )
     print(ca_bundle_b64(bundle.ca_pem))
@@ -216,10 +242,10 @@ def secret_problem(data: dict[str, bytes], service: str, namespace: str, renew_b
     if ca is None or cert is None:
         return "certificate not readable"
     try:
-        key = serialization.load_pem_private_key(data["tls.key"], password=None)
+        key = serialization.load_pem_private_key(data["tls.key"], password=None)  # type: ignore[assignment]
     except (ValueError, TypeError):
         return "key not readable"
-    if key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) != (
+    if key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) != (  # type: ignore[attr-defined]
         cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     ):
         return "key does not match the certificate"
@@ -352,16 +378,16 @@ def bootstrap(core: Any, admission: Any, *, service: str, namespace: str, secret
     return done
 
 
-def bootstrap_command(args: argparse.Namespace) -> int:
+def bootstrap_command(options: BootstrapOptions) -> int:
     """``plane-guard certs bootstrap``: idempotent; exit 1 with the reason when the cluster refuses."""
     from kubernetes.client.exceptions import ApiException
 
     try:
         core, admission = _kubernetes_clients()
         done = bootstrap(
-            core, admission, service=args.service, namespace=args.namespace, secret=args.secret,
-            mutating=args.mutating_webhook, validating=args.validating_webhook,
-            days=args.days, renew_before_days=args.renew_before_days,
+            core, admission, service=options.service, namespace=options.namespace, secret=options.secret,
+            mutating=options.mutating_webhook, validating=options.validating_webhook,
+            days=options.days, renew_before_days=options.renew_before_days,
         )
     except ApiException as exc:
         print(

@@ -165,7 +165,7 @@ _THROTTLED: dict[str, list] = {}  # key -> [time of the last line, hits not logg
 
 def limit_hit(limit: str, message: str, fields: dict[str, Any] | None = None) -> None:
     """A limit cut a connection or request short: count it, and log it (throttled)."""
-    from webhook import metrics
+    from webhook.serve import metrics
 
     metrics.limit_hit(limit)
     throttled_warning(limit, message, {"limit": limit, **(fields or {})})

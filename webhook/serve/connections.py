@@ -22,20 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import ssl
-from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
 
 import httptools
 import uvloop
-from uvloop.loop import SSLProtocol  # the class uvloop wraps server connections in
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvloop.loop import SSLProtocol  # type: ignore[attr-defined]  # uvloop ships no stub for the class it wraps connections in
 
-from webhook import decision_log
-
-LIMITS_ENV = "PLANE_GUARD_CONNECTION_LIMITS"
+from webhook.serve import decision_log
+from webhook.serve.settings import ConnectionLimits
 
 #: Per-connection read buffering: bytes the kernel queues (SO_RCVBUF, doubled by Linux) and
 #: bytes of ciphertext the TLS layer holds before it stops reading. An admission request is tens
@@ -48,27 +47,6 @@ TLS_SHUTDOWN_TIMEOUT = 3.0
 SWEEP_INTERVAL = 0.5
 #: At shutdown, a connection this young that has not sent its request yet gets this long to do so.
 LATE_REQUEST_GRACE = 1.0
-
-
-@dataclass(frozen=True)
-class ConnectionLimits:
-    """What one server process allows a connection (the ``serve`` options of the same names)."""
-
-    max_connections: int = 512
-    max_header_bytes: int = 16 * 1024
-    max_headers: int = 100
-    header_timeout: float = 5.0
-    body_timeout: float = 10.0
-    idle_timeout: float = 10.0
-    drain_seconds: float = 5.0
-
-    def to_env(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_env(cls) -> "ConnectionLimits":
-        raw = os.environ.get(LIMITS_ENV)
-        return cls(**json.loads(raw)) if raw else cls()
 
 
 # Phases of a connection; each but DONE has a deadline.
@@ -133,19 +111,19 @@ class ConnectionGuard:
         best.give_way()
         return True
 
-    def opened(self, connection: "GuardedHttpProtocol") -> None:
+    def opened(self, connection: GuardedHttpProtocol) -> None:
         self.open[connection] = None
         self._count()
         if self._sweeper is None:
             self._sweeper = connection.loop.call_later(SWEEP_INTERVAL, self._sweep, connection.loop)
 
-    def closed(self, connection: "GuardedHttpProtocol") -> None:
+    def closed(self, connection: GuardedHttpProtocol) -> None:
         if self.open.pop(connection, 0) is None:
             self._count()
 
     def _count(self) -> None:
         if self._gauge is None:
-            from webhook import metrics
+            from webhook.serve import metrics
 
             self._gauge = metrics.OPEN_CONNECTIONS
         self._gauge.set(len(self.open))
@@ -206,7 +184,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         try:
-            transport.set_read_buffer_limits(high=TLS_READ_BUFFER)
+            transport.set_read_buffer_limits(high=TLS_READ_BUFFER)  # type: ignore[attr-defined]
         except (AttributeError, NotImplementedError):
             pass
         ssl_object = transport.get_extra_info("ssl_object")
@@ -409,7 +387,7 @@ class GuardedLoop(uvloop.Loop):
 
             protocol_factory = admission
         server = await super().create_server(protocol_factory, *args, **kwargs)
-        for sock in server.sockets:
+        for sock in server.sockets:  # type: ignore[attr-defined]
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             except OSError:

@@ -7,16 +7,16 @@ default for stock Plane charts. A bad policy never reaches the admission path: l
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
 import sys
+from decimal import Decimal
 from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -30,7 +30,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from webhook import conventions
+from webhook.core import conventions
 
 API_VERSION = "plane-guard.io/v1"
 ROLE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
@@ -65,6 +65,15 @@ class _Model(BaseModel):
     )
 
 
+class CompiledMatch(NamedTuple):
+    """A role's match, compiled once: read by name, never by position."""
+
+    images: list[re.Pattern[str]]
+    commands: list[re.Pattern[str]]
+    container_names: list[re.Pattern[str]]
+    pod_labels: dict[str, re.Pattern[str]]
+
+
 class Match(_Model):
     """How a container is recognised (regular expressions, searched anywhere in the text)."""
 
@@ -74,12 +83,12 @@ class Match(_Model):
     pod_labels: dict[str, Regex] = Field(default_factory=dict)
 
     @cached_property
-    def compiled(self) -> tuple:
-        return (
-            [re.compile(p) for p in self.images],
-            [re.compile(p) for p in self.commands],
-            [re.compile(p) for p in self.container_names],
-            {k: re.compile(v) for k, v in self.pod_labels.items()},
+    def compiled(self) -> CompiledMatch:
+        return CompiledMatch(
+            images=[re.compile(p) for p in self.images],
+            commands=[re.compile(p) for p in self.commands],
+            container_names=[re.compile(p) for p in self.container_names],
+            pod_labels={k: re.compile(v) for k, v in self.pod_labels.items()},
         )
 
 
@@ -175,7 +184,7 @@ class Role(_Model):
     @cached_property
     def settings(self) -> dict[str, tuple[str, str]]:
         """Variable -> (value, keep|replace), with the role's ``existingEnv`` filled in."""
-        found = {}
+        found: dict[str, tuple[str, str]] = {}
         for name, setting in self.env.items():
             if isinstance(setting, EnvSetting):
                 found[name] = (setting.value, setting.existing or self.existing_env)
@@ -190,9 +199,31 @@ class Role(_Model):
         return None
 
 
-def _quantity(value: str) -> str:
-    from kubernetes.utils import parse_quantity
+#: A Kubernetes resource quantity: a decimal number and an optional binary, decimal or exponent suffix.
+_QUANTITY = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
+_SUFFIXES = {
+    **{f"{p}i": Decimal(1024) ** (i + 1) for i, p in enumerate("KMGTPE")},
+    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
+    **{p: Decimal(1000) ** (i + 1) for i, p in enumerate("kMGTPE")},
+}
 
+
+def parse_quantity(value: str) -> Decimal:
+    """The amount a Kubernetes quantity stands for (``100m`` -> 0.1, ``64Mi`` -> 67108864).
+
+    The core may not import the kubernetes client; this is the quantity grammar of
+    ``k8s.io/apimachinery/pkg/api/resource``, which is all the policy needs to compare amounts.
+    """
+    found = _QUANTITY.match(value.strip()) if isinstance(value, str) else None
+    if found is None:
+        raise ValueError(f"{value!r} is not a quantity")
+    number, suffix = Decimal(found.group(1)), found.group(2) or ""
+    if suffix[:1] in ("e", "E"):
+        return number * Decimal(10) ** int(suffix[1:])
+    return number * _SUFFIXES[suffix]
+
+
+def _quantity(value: str) -> str:
     try:
         amount = parse_quantity(value)
     except ValueError:
@@ -222,9 +253,7 @@ class RuntimeResources(_Model):
     limits: ResourceAmounts = Field(default_factory=lambda: ResourceAmounts(cpu="100m", memory="64Mi"))
 
     @model_validator(mode="after")
-    def _requests_within_limits(self) -> "RuntimeResources":
-        from kubernetes.utils import parse_quantity
-
+    def _requests_within_limits(self) -> RuntimeResources:
         for kind in ("cpu", "memory"):
             if parse_quantity(getattr(self.requests, kind)) > parse_quantity(getattr(self.limits, kind)):
                 raise ValueError(f"requests.{kind} must not exceed limits.{kind}")
@@ -259,7 +288,7 @@ class Bounds(_Model):
     max: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Bounds":
+    def _ordered(self) -> Bounds:
         if self.max is not None and self.max < self.min:
             raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
         return self
@@ -295,7 +324,7 @@ class WorkloadMatch(_Model):
     workloads: list[Regex] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _something(self) -> "WorkloadMatch":
+    def _something(self) -> WorkloadMatch:
         if not self.pod_labels and not self.workloads:
             raise ValueError("give podLabels or workloads (or both)")
         return self
@@ -402,9 +431,9 @@ class Policy(_Model):
         return roles
 
     @cached_property
-    def plane_images(self) -> tuple[re.Pattern, ...]:
+    def plane_images(self) -> tuple[re.Pattern[str], ...]:
         """Every image pattern of every role: a container matching one runs a Plane backend image."""
-        return tuple(p for role in self.roles.values() for p in role.match.compiled[0])
+        return tuple(p for role in self.roles.values() for p in role.match.compiled.images)
 
     @cached_property
     def digest(self) -> str:
@@ -423,7 +452,7 @@ def _unwrap_optional(kind: Any) -> Any:
     return kind
 
 
-def _allowed_keys(loc: tuple) -> list[str]:
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     """The keys allowed beside the unknown key at ``loc``, found by walking the model types."""
     current: Any = Policy
     for part in loc[:-1]:
@@ -441,7 +470,7 @@ def _allowed_keys(loc: tuple) -> list[str]:
     return []
 
 
-def _describe(error: dict[str, Any], source: str) -> str:
+def _describe(error: Any, source: str) -> str:
     where = ".".join(str(part) for part in error["loc"]) or "(top level)"
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -487,7 +516,7 @@ def load_policy(path: str | Path | None = None) -> Policy:
 
 
 def default_policy_text() -> str:
-    return resources.files("webhook").joinpath("default_policy.yaml").read_text(encoding="utf-8")
+    return resources.files("webhook.core").joinpath("default_policy.yaml").read_text(encoding="utf-8")
 
 
 @lru_cache(maxsize=1)
@@ -502,15 +531,3 @@ def load_or_report(path: str | Path | None) -> Policy | None:
     except PolicyError as error:
         print(f"invalid policy:\n{error}", file=sys.stderr)
         return None
-
-
-def policy_command(args: argparse.Namespace) -> int:
-    """``plane-guard policy check FILE`` (exit 2 when invalid) and ``policy default``."""
-    if args.policy_command == "default":
-        sys.stdout.write(default_policy_text())
-        return 0
-    policy = load_or_report(args.file)
-    if policy is None:
-        return 2
-    print(f"{args.file}: valid (roles: {', '.join(policy.roles)}; digest {policy.digest})")
-    return 0

@@ -22,20 +22,20 @@ objects at all, an object in another namespace than ``-n``, an invalid policy.
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import json
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import yaml
 
-from webhook.mutation import Outcome, apply_patch, mutate_pod
-from webhook.policy import Policy, load_or_report
-from webhook.preview_admitted import Accounts, admitted, service_accounts
-from webhook.preview_diff import Headers, apply_edits, document_edits, dump_lines, editable, has_aliases, unified
-from webhook.preview_source import RENDER_HINT, STDIN, Document, InputError, Source, parse, read_sources, template_warning
+from webhook.core.mutation import Outcome, apply_patch, mutate_pod
+from webhook.core.policy import Policy, load_or_report
+from webhook.ops.preview_admitted import Accounts, admitted, service_accounts
+from webhook.ops.preview_diff import Headers, apply_edits, document_edits, dump_lines, editable, has_aliases, unified
+from webhook.ops.preview_source import RENDER_HINT, STDIN, Document, InputError, Source, parse, read_sources, template_warning
 
 #: Where each kind keeps the pod (template) the webhook would see, as a JSON pointer.
 TEMPLATE_PATHS = {
@@ -242,8 +242,20 @@ def _nothing_to_preview(sources: list[Source], documents: list[Document]) -> Inp
     return InputError(f"no Kubernetes objects in {names} (no document has apiVersion and kind): preview reads rendered manifests; {RENDER_HINT}")
 
 
-def load(args: argparse.Namespace, policy: Policy) -> Run:
-    sources, notes = read_sources(args.filename, sys.stdin.buffer)
+@dataclass(frozen=True)
+class PreviewOptions:
+    """What ``plane-guard preview`` is asked (the command line's options of the same names)."""
+
+    filename: tuple[str, ...]
+    policy: str | None = None
+    diff: bool = False
+    patch: bool = False
+    namespace: str | None = None
+    namespace_label: str = "enabled"
+
+
+def load(options: PreviewOptions, policy: Policy) -> Run:
+    sources, notes = read_sources(options.filename, sys.stdin.buffer)
     documents = [d for source in sources for d in parse(source)]
     notes += [w for w in map(template_warning, sources) if w]
     found = []
@@ -252,11 +264,11 @@ def load(args: argparse.Namespace, policy: Policy) -> Run:
             notes.append(f"{document.reference()} is empty; skipped")
             continue
         for pointer, value in _objects(document.data, "", document.reference(), notes):
-            found.append((document, pointer, value, _namespace(value, args.namespace, document.reference())))
+            found.append((document, pointer, value, _namespace(value, options.namespace, document.reference())))
     # A ServiceAccount anywhere in the input tells whether its pods get the token.
     accounts = service_accounts([(namespace, value) for _, _, value, namespace in found])
     results = [
-        preview_object(document, pointer, value, policy, args.namespace_label, namespace, accounts)
+        preview_object(document, pointer, value, policy, options.namespace_label, namespace, accounts)
         for document, pointer, value, namespace in found
     ]
     if not results:
@@ -346,30 +358,30 @@ def _dump(documents: list[Any]) -> str:
     return "---\n".join(yaml.safe_dump(d, sort_keys=False, default_flow_style=False) for d in documents)
 
 
-def preview_command(args: argparse.Namespace) -> int:
+def preview_command(options: PreviewOptions) -> int:
     """``plane-guard preview``: mutated YAML, ``--diff`` or ``--patch`` on stdout; a summary on stderr."""
-    policy = load_or_report(args.policy)
+    policy = load_or_report(options.policy)
     if policy is None:
         return 2
     try:
-        run = load(args, policy)
+        run = load(options, policy)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    mode = args.namespace_label
+    mode = options.namespace_label
     if mode == "none":
-        namespace = args.namespace or "the namespace"
+        namespace = options.namespace or "the namespace"
         print(f"{namespace} is not opted in (label it plane-guard.io/inject=enabled or =audit); nothing changes", file=sys.stderr)
-    if args.patch and mode == "enabled":
+    if options.patch and mode == "enabled":
         print(PATCH_APPLIES_TO, file=sys.stderr)
     for result in run.results:
         first, *details = describe(result.outcome, mode)
         origin = f", # Source: {result.document.helm_source}" if result.document.helm_source and not result.pointer else ""
         print(f"{result.label} ({result.place}{origin}): {first}", *details, sep="\n", file=sys.stderr)
 
-    if args.patch:
+    if options.patch:
         output = json.dumps(_patches(run), indent=2, default=str) + "\n"
-    elif args.diff:
+    elif options.diff:
         lines, notes = _diff(run)
         run.notes += notes
         output = "".join(lines)
