@@ -25,7 +25,7 @@ from webhook.core.policy import load_policy
 from webhook.core.validation import validate_pod
 
 NAMESPACE = "plane-reinvoke"
-ROUND = "mutation.webhook.core.admission.k8s.io/round_{}_index_{}"
+ROUND = "mutation.webhook.admission.k8s.io/round_{}_index_{}"
 API = "/apis/admissionregistration.k8s.io/v1"
 
 
@@ -75,7 +75,7 @@ def test_a_later_webhook_gets_plane_guard_reinvoked_without_doubling_anything(co
 
     # The server re-invoked plane-guard after the later webhook changed the pod.
     annotations = audit_annotations(control_plane, NAMESPACE, name)
-    rounds = [json.loads(annotations[k]) for k in sorted(annotations) if k.startswith("mutation.webhook.core.admission.k8s.io/round_")]
+    rounds = [json.loads(annotations[k]) for k in sorted(annotations) if k.startswith("mutation.webhook.admission.k8s.io/round_")]
     assert [(r["webhook"], r["mutated"]) for r in rounds] == [
         ("mutate.plane-guard.io", True), ("inject.log-shipper.example.com", True), ("mutate.plane-guard.io", False),
     ]
@@ -99,8 +99,8 @@ def test_with_plane_guard_stopped_pods_start_unchanged_and_guarded_once_it_is_ba
     assert differences(reference(control_plane, body), stored) == []
     assert "Warning" not in created.stderr
     annotations = audit_annotations(control_plane, ENABLED, "ee-worker-while-down")
-    assert annotations.get("failed-open.mutation.webhook.core.admission.k8s.io/round_0_index_0") == "mutate.plane-guard.io"
-    assert annotations.get("failed-open.validating.webhook.core.admission.k8s.io/round_0_index_0") == "validate.plane-guard.io"
+    assert annotations.get("failed-open.mutation.webhook.admission.k8s.io/round_0_index_0") == "mutate.plane-guard.io"
+    assert annotations.get("failed-open.validating.webhook.admission.k8s.io/round_0_index_0") == "validate.plane-guard.io"
 
     installed.server.start()
     back = create(control_plane, ENABLED, plane.pod(plane.plane_template("ee", "worker"), "ee-worker-after-restart"))
