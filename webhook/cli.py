@@ -121,7 +121,16 @@ def _policy(commands: Any) -> None:
     policy_commands = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
     check = policy_commands.add_parser("check", help="validate a policy file (exit 2 when it is invalid)")
     check.add_argument("file", help="policy YAML; - for stdin")
+    check.add_argument(
+        "--webhook-configuration", metavar="FILE",
+        help="compare the policy's images with the matchConditions of the webhook configurations in FILE "
+        "(default: those this version ships)",
+    )
     policy_commands.add_parser("default", help="print the embedded default policy")
+    conditions = policy_commands.add_parser(
+        "match-conditions", help="print the webhook configurations' matchConditions for a policy's images"
+    )
+    conditions.add_argument("file", nargs="?", help="policy YAML (default: the embedded default policy)")
 
 
 def _certs(commands: Any) -> None:
@@ -236,7 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "policy":
         from webhook.ops import policy_commands
 
-        return policy_commands.default_command() if args.policy_command == "default" else policy_commands.check_command(args.file)
+        if args.policy_command == "default":
+            return policy_commands.default_command()
+        if args.policy_command == "match-conditions":
+            return policy_commands.match_conditions_command(args.file)
+        return policy_commands.check_command(args.file, args.webhook_configuration)
     if args.command == "certs":
         from webhook.ops import certs
 

@@ -16,6 +16,7 @@ import subprocess
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -67,8 +68,8 @@ def bundles(control_plane) -> list[list[bytes]]:
     found = []
     for resource, name in CONFIGURATIONS.items():
         for hook in control_plane.request("GET", f"{API}/{resource}/{name}")["webhooks"]:
-            pems = certs.split_pems(base64.b64decode(hook["clientConfig"].get("caBundle", "")))
-            found.append([p.strip() for p in pems])
+            bundle = base64.b64decode(hook["clientConfig"].get("caBundle", ""))
+            found.append([c.public_bytes(serialization.Encoding.PEM).strip() for c in x509.load_pem_x509_certificates(bundle)])
     return found
 
 

@@ -63,14 +63,15 @@ def apply_patch(pod: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, A
     return patched
 
 
-def _map(value: Any) -> dict[str, Any]:
+def as_map(value: Any) -> dict[str, Any]:
+    """``value`` when it is a mapping, else an empty one: pod bodies are plain dicts of any shape."""
     return value if isinstance(value, dict) else {}
 
 
 def is_opted_out(pod: dict[str, Any]) -> bool:
     """The per-pod opt-out: label (seen by the objectSelector) or annotation."""
-    metadata = _map(pod.get("metadata"))
-    for source in (_map(metadata.get("labels")), _map(metadata.get("annotations"))):
+    metadata = as_map(pod.get("metadata"))
+    for source in (as_map(metadata.get("labels")), as_map(metadata.get("annotations"))):
         value = source.get(names.INJECT)
         if isinstance(value, str) and value.strip().lower() in names.OPT_OUT_VALUES:
             return True
@@ -78,7 +79,7 @@ def is_opted_out(pod: dict[str, Any]) -> bool:
 
 
 def _containers(pod: dict[str, Any]) -> list[Any]:
-    containers = _map(pod.get("spec")).get("containers")
+    containers = as_map(pod.get("spec")).get("containers")
     return containers if isinstance(containers, list) else []
 
 
@@ -125,7 +126,7 @@ def workload_name(pod: dict[str, Any]) -> str | None:
     A ReplicaSet's name is its Deployment's plus ``-<pod-template-hash>``, which the pod carries as
     a label: that suffix is dropped, so rules name the Deployment, as the chart does.
     """
-    metadata = _map(pod.get("metadata"))
+    metadata = as_map(pod.get("metadata"))
     owners = metadata.get("ownerReferences")
     if not isinstance(owners, list):
         return None
@@ -133,7 +134,7 @@ def workload_name(pod: dict[str, Any]) -> str | None:
     if owner is None or not isinstance(owner.get("name"), str):
         return None
     name = owner["name"]
-    template_hash = _map(metadata.get("labels")).get("pod-template-hash")
+    template_hash = as_map(metadata.get("labels")).get("pod-template-hash")
     if owner.get("kind") == "ReplicaSet" and isinstance(template_hash, str) and name.endswith(f"-{template_hash}"):
         return str(name[: -len(template_hash) - 1])
     return str(name)
@@ -147,7 +148,7 @@ def _opt_out_reason(rule: tuple[int, Any] | None) -> str | None:
 
 def opted_out_by_policy(pod: dict[str, Any], policy: Policy, workload: str | None = None) -> str | None:
     """The reason when a ``workloads`` rule with ``inject: false`` covers this pod, else None."""
-    labels = _map(_map(pod.get("metadata")).get("labels"))
+    labels = as_map(as_map(pod.get("metadata")).get("labels"))
     return _opt_out_reason(policy.workload_rule(labels, workload or workload_name(pod)))
 
 
@@ -156,7 +157,7 @@ def pod_roles(pod: dict[str, Any], policy: Policy) -> dict[str, str]:
 
     Containers of a ``skip`` role (the migrator) are Plane's but never changed, so they are not listed.
     """
-    labels = _map(_map(pod.get("metadata")).get("labels"))
+    labels = as_map(as_map(pod.get("metadata")).get("labels"))
     found = {}
     for container in _containers(pod):
         match = role_of(container, labels, policy)
@@ -438,7 +439,7 @@ def _status(
     maps each container to the variables its wrapper decides (keep or replace).
     """
     metadata = pod.get("metadata")
-    annotations = _map(metadata).get("annotations") if isinstance(metadata, dict) else None
+    annotations = as_map(metadata).get("annotations") if isinstance(metadata, dict) else None
     existing = annotations.get(names.STATUS_ANNOTATION) if isinstance(annotations, dict) else None
     earlier: list[str] = []
     if isinstance(existing, str):
@@ -475,8 +476,8 @@ def mutate_pod(pod: Any, policy: Policy, workload: str | None = None) -> Outcome
     for key in ("volumes", "initContainers"):
         if spec.get(key) is not None and not isinstance(spec.get(key), list):
             return Outcome([], reasons=(f"malformed-spec/{key}",))
-    metadata = _map(pod.get("metadata"))
-    labels = _map(metadata.get("labels"))
+    metadata = as_map(pod.get("metadata"))
+    labels = as_map(metadata.get("labels"))
     matches, left = [], []  # left: (reason code, reason, note) of every container not changed
     for index, container in enumerate(_containers(pod)):
         match = role_of(container, labels, policy)
@@ -502,7 +503,7 @@ def mutate_pod(pod: Any, policy: Policy, workload: str | None = None) -> Outcome
     if why is not None:
         return Outcome([], reasons=("opted-out-by-policy",), notes=(f"left unchanged by the policy: {why}",))
 
-    overrides = _Overrides.read(_map(metadata.get("annotations")), policy)
+    overrides = _Overrides.read(as_map(metadata.get("annotations")), policy)
     ops: list[dict[str, Any]] = []
     changes: list[str] = []
     decided: list[tuple[str, str, str]] = []

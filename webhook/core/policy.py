@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import sys
+from collections.abc import Sequence
 from decimal import Decimal
 from functools import cached_property, lru_cache
 from importlib import resources
@@ -78,6 +79,18 @@ class Match(_Model):
     """How a container is recognised (regular expressions, searched anywhere in the text)."""
 
     images: list[Regex] = Field(min_length=1)
+
+    @field_validator("images")
+    @classmethod
+    def _re2(cls, images: list[str]) -> list[str]:
+        """The API server runs these in CEL (RE2): no lookaround, no back-references."""
+        for pattern in images:
+            if _NOT_RE2.search(pattern):
+                raise ValueError(
+                    f"{pattern!r} uses lookaround or a back-reference, which the API server's CEL (RE2) cannot run "
+                    "in the webhook configurations' matchConditions; write it without"
+                )
+        return images
     commands: list[Regex] = Field(min_length=1)
     container_names: list[Regex] = Field(default_factory=list)
     pod_labels: dict[str, Regex] = Field(default_factory=dict)
@@ -157,19 +170,13 @@ def _check_env(env: dict[str, str | EnvSetting]) -> dict[str, str | EnvSetting]:
     return env
 
 
-class Role(_Model):
-    """What plane-guard does to the containers of one Plane role.
+class RoleSettings(_Model):
+    """What plane-guard does to a role's containers: a role sets these, and a ``workloads`` rule may
+    change any of them for one workload (written once, here, for both)."""
 
-    ``skip`` marks containers that are recognised as Plane's but must stay untouched (the
-    migrator Job); its text is the reason the preview and the logs give.
-    """
-
-    match: Match
-    skip: str | None = Field(default=None, min_length=1, max_length=200)
     env: dict[str, str | EnvSetting] = Field(default_factory=dict)
     existing_env: ExistingEnv = "replace"
     wrap_entrypoint: bool = True
-    default_commands: list[DefaultCommand] = Field(default_factory=list)
     amqp_heartbeat: float | None = Field(default=60, ge=0, le=86400)
     existing_heartbeat: Literal["keep", "replace"] = "keep"
     publish_timeout_seconds: float | None = Field(default=10, gt=0, le=3600)
@@ -180,6 +187,18 @@ class Role(_Model):
 
     _stringify = field_validator("env", mode="before")(_stringify_env)
     _check = field_validator("env")(_check_env)
+
+
+class Role(RoleSettings):
+    """What plane-guard does to the containers of one Plane role.
+
+    ``skip`` marks containers that are recognised as Plane's but must stay untouched (the
+    migrator Job); its text is the reason the preview and the logs give.
+    """
+
+    match: Match
+    skip: str | None = Field(default=None, min_length=1, max_length=200)
+    default_commands: list[DefaultCommand] = Field(default_factory=list)
 
     @cached_property
     def settings(self) -> dict[str, tuple[str, str]]:
@@ -338,35 +357,18 @@ class WorkloadMatch(_Model):
 
 
 #: Role settings a workload rule may change (``env`` is merged into the role's, the rest replace).
-WORKLOAD_OVERRIDES = (
-    "env",
-    "existing_env",
-    "wrap_entrypoint",
-    "amqp_heartbeat",
-    "existing_heartbeat",
-    "publish_timeout_seconds",
-    "pika_confirm_delivery",
-    "startup_steps",
-)
+WORKLOAD_OVERRIDES = tuple(RoleSettings.model_fields)
 
 
-class Workload(_Model):
-    """One workload's exception to its role: left alone (``inject: false``), or other settings."""
+class Workload(RoleSettings):
+    """One workload's exception to its role: left alone (``inject: false``), or other settings.
+
+    Only the settings the rule writes apply (``model_fields_set``); the others keep the role's.
+    """
 
     match: WorkloadMatch
     inject: bool = True
     reason: str | None = Field(default=None, min_length=1, max_length=200)
-    env: dict[str, str | EnvSetting] = Field(default_factory=dict)
-    existing_env: ExistingEnv | None = None
-    wrap_entrypoint: bool | None = None
-    amqp_heartbeat: float | None = Field(default=None, ge=0, le=86400)
-    existing_heartbeat: Literal["keep", "replace"] | None = None
-    publish_timeout_seconds: float | None = Field(default=None, gt=0, le=3600)
-    pika_confirm_delivery: bool | None = None
-    startup_steps: list[Regex] | None = None
-
-    _stringify = field_validator("env", mode="before")(_stringify_env)
-    _check = field_validator("env")(_check_env)
 
     def applied_to(self, role: Role) -> Role:
         """``role`` with this rule's settings; ``null`` is a value here (``amqpHeartbeat: null``: no heartbeat)."""
@@ -389,6 +391,30 @@ class Limits(_Model):
     containers_per_pod: int = Field(default=64, ge=1)
     env_per_container: int = Field(default=1024, ge=1)
     patch_bytes: int = Field(default=128 * 1024, ge=4096)
+
+
+MATCH_CONDITION_NAME = "plane-backend-image"
+#: Constructs Python's ``re`` knows and RE2 (the API server's CEL ``matches``) does not.
+_NOT_RE2 = re.compile(r"\(\?[=!<]|\(\?P=|\\[1-9]")
+
+
+def _cel_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def match_condition_expression(images: Sequence[str]) -> str:
+    """The CEL ``matchConditions`` expression that lets exactly these images' pods reach the webhook.
+
+    One source for the Plane-image rule: the webhook configurations carry this expression,
+    generated from the policy's ``match.images`` (a test checks the manifests), so an image the
+    policy matches is never filtered out by the API server first. CEL's ``matches`` searches
+    like Python's ``re.search``.
+    """
+    tests = " || ".join(f"c.image.matches({_cel_string(p)})" for p in images)
+    return (
+        "object != null && has(object.spec) && has(object.spec.containers) &&\n"
+        f"object.spec.containers.exists(c, has(c.image) && ({tests}))"
+    )
 
 
 class Policy(_Model):
@@ -436,6 +462,15 @@ class Policy(_Model):
         return tuple(p for role in self.roles.values() for p in role.match.compiled.images)
 
     @cached_property
+    def image_patterns(self) -> tuple[str, ...]:
+        """The roles' ``match.images``, each once, in the order written."""
+        return tuple(dict.fromkeys(p for role in self.roles.values() for p in role.match.images))
+
+    def match_condition(self) -> str:
+        """The webhook configurations' CEL ``matchConditions`` expression for this policy."""
+        return match_condition_expression(self.image_patterns)
+
+    @cached_property
     def digest(self) -> str:
         """Short content hash: the status annotation records which policy mutated a pod.
 
@@ -466,7 +501,10 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
             current = fields[part].annotation
     current = _unwrap_optional(current)
     if isinstance(current, type) and issubclass(current, BaseModel):
-        return [f.alias or name for name, f in current.model_fields.items()]
+        # The model's own keys first (``match`` before the shared role settings).
+        own = set(current.__annotations__)
+        names = sorted(current.model_fields, key=lambda name: name not in own)
+        return [current.model_fields[name].alias or name for name in names]
     return []
 
 

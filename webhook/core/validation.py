@@ -24,7 +24,6 @@ from webhook.core.amqp_url import is_kombu_key, parse_heartbeat, query_pairs
 from webhook.core.mutation import is_opted_out, mutate_pod, opted_out_by_policy, pod_roles
 from webhook.core.policy import Policy
 
-RULES = ("amqpHeartbeatDisabled", "unknownAmqpQueryKey", "gunicornMaxRequestsOutOfBounds", "notMutated")
 #: What the stock API image runs with when nothing overrides it (``--max-requests 1200``).
 IMAGE_MAX_REQUESTS = 1200
 MAX_REQUESTS_VARIABLE = "GUNICORN_MAX_REQUESTS"

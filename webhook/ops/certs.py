@@ -215,17 +215,6 @@ def generate_command(options: GenerateOptions) -> int:
 # --------------------------------------------------------------------------- bootstrap (in cluster)
 
 
-def split_pems(data: bytes) -> list[bytes]:
-    """Every certificate block in a PEM bundle, as separate PEM byte strings."""
-    marker = b"-----END CERTIFICATE-----"
-    blocks = []
-    for part in data.split(marker):
-        start = part.find(b"-----BEGIN CERTIFICATE-----")
-        if start >= 0:
-            blocks.append(part[start:] + marker + b"\n")
-    return blocks
-
-
 def _load_cert(pem: bytes) -> x509.Certificate | None:
     try:
         return x509.load_pem_x509_certificate(pem)
@@ -251,7 +240,7 @@ def secret_problem(data: dict[str, bytes], service: str, namespace: str, renew_b
         return "key does not match the certificate"
     try:
         cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, Exception):  # noqa: BLE001 - any verification failure means reissue
+    except Exception:  # noqa: BLE001 - any verification failure (bad signature, wrong key type) means reissue
         return "certificate not signed by ca.crt"
     try:
         sans = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
@@ -267,15 +256,19 @@ def secret_problem(data: dict[str, bytes], service: str, namespace: str, renew_b
 def merged_bundle(current_ca: bytes, previous: bytes) -> bytes:
     """Current CA first, then at most MAX_PREVIOUS_CAS unexpired others from the old bundle."""
     now = _now()
+    try:
+        older = x509.load_pem_x509_certificates(previous)
+    except ValueError:  # no certificate, or one that does not parse: nothing worth keeping
+        older = []
     keep = []
     seen = {current_ca.strip()}
-    for pem in split_pems(previous):
-        cert = _load_cert(pem)
-        if cert is None or pem.strip() in seen or cert.not_valid_after_utc <= now:
+    for cert in older:
+        pem = cert.public_bytes(serialization.Encoding.PEM).strip()
+        if pem in seen or cert.not_valid_after_utc <= now:
             continue
-        seen.add(pem.strip())
+        seen.add(pem)
         keep.append(pem)
-    return current_ca.strip() + b"\n" + b"".join(p.strip() + b"\n" for p in keep[:MAX_PREVIOUS_CAS])
+    return current_ca.strip() + b"\n" + b"".join(p + b"\n" for p in keep[:MAX_PREVIOUS_CAS])
 
 
 def _kubernetes_clients() -> tuple[Any, Any]:

@@ -29,9 +29,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import jsonpointer
 import yaml
 
-from webhook.core.mutation import Outcome, apply_patch, mutate_pod
+from webhook.core.mutation import Outcome, apply_patch, as_map, mutate_pod
 from webhook.core.policy import Policy, load_or_report
 from webhook.ops.preview_admitted import Accounts, admitted, service_accounts
 from webhook.ops.preview_diff import Headers, apply_edits, document_edits, dump_lines, editable, has_aliases, unified
@@ -68,7 +69,7 @@ class Previewed:
 
     @property
     def name(self) -> str:
-        metadata = _map(self.original.get("metadata"))
+        metadata = as_map(self.original.get("metadata"))
         name, generate = metadata.get("name"), metadata.get("generateName")
         if isinstance(name, str) and name:
             return name
@@ -92,19 +93,6 @@ class Previewed:
     def document_patch(self) -> list[dict[str, Any]]:
         """The patch as operations on the whole document (List items and templates included)."""
         return [{**op, "path": self.pointer + (self.template or "") + op["path"]} for op in self.patch]
-
-
-def _map(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _resolve(document: Any, pointer: str) -> Any:
-    node = document
-    for part in pointer.split("/")[1:]:
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
 
 
 def _node_at(node: yaml.Node | None, pointer: str) -> yaml.Node | None:
@@ -185,11 +173,11 @@ def preview_object(
     accounts: Accounts | None = None,
 ) -> Previewed:
     template = TEMPLATE_PATHS.get(value["kind"])
-    pod = _resolve(value, template) if template is not None else None
+    pod = jsonpointer.resolve_pointer(value, template, None) if template is not None else None
     if pod is None or mode == "none":
         return Previewed(document, pointer, value, namespace, template if pod is not None else None, None, [])
     # A template's pods will belong to this object (a Deployment's through its ReplicaSet).
-    owner = _map(value.get("metadata")).get("name") if value["kind"] != "Pod" else None
+    owner = as_map(value.get("metadata")).get("name") if value["kind"] != "Pod" else None
     workload = owner if isinstance(owner, str) else None
     outcome = mutate_pod(pod, policy, workload=workload)
     if mode != "enabled":
@@ -203,12 +191,12 @@ def preview_object(
 
 
 def _namespace(value: dict[str, Any], given: str | None, where: str) -> str | None:
-    own = _map(value.get("metadata")).get("namespace")
+    own = as_map(value.get("metadata")).get("namespace")
     if not isinstance(own, str) or not own:
         return given
     if given and own != given:
         raise InputError(
-            f"{where}: {value['kind']} {own}/{_map(value.get('metadata')).get('name')} names namespace {own}, "
+            f"{where}: {value['kind']} {own}/{as_map(value.get('metadata')).get('name')} names namespace {own}, "
             f"but -n {given} was given (kubectl would refuse it too): pass -n {own}, or leave -n out"
         )
     return own

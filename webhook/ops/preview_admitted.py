@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.core import conventions
+from webhook.core.mutation import as_map
 
 TOKEN_VOLUME_PREFIX = "kube-api-access-"
 #: The API server picks 5 random characters; the name never appears in a plane-guard patch.
@@ -50,15 +51,11 @@ class Admitted:
     why: str
 
 
-def _map(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def service_accounts(objects: list[tuple[str | None, dict[str, Any]]]) -> Accounts:
     """The ServiceAccounts among (namespace, object) pairs, with their automount setting."""
     found: Accounts = {}
     for namespace, value in objects:
-        name = _map(value.get("metadata")).get("name")
+        name = as_map(value.get("metadata")).get("name")
         if value.get("kind") == "ServiceAccount" and str(value.get("apiVersion")) == "v1" and isinstance(name, str):
             automount = value.get("automountServiceAccountToken")
             found[(namespace, name)] = automount if isinstance(automount, bool) else None

@@ -24,7 +24,7 @@ from typing import Any
 import jsonpointer
 
 from webhook.core import conventions
-from webhook.core.mutation import Outcome, mutate_pod, pod_roles, workload_name
+from webhook.core.mutation import Outcome, as_map, mutate_pod, pod_roles, workload_name
 from webhook.core.policy import Policy
 from webhook.ops.preview import TEMPLATE_PATHS
 
@@ -98,13 +98,9 @@ class NamespaceReport:
         return f"kubectl -n {self.name} rollout restart {' '.join(targets)}" if targets else None
 
 
-def _map(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def recorded_status(pod: dict[str, Any]) -> dict[str, Any] | None:
     """The pod's status annotation, parsed; ``{}`` when unreadable, None when absent."""
-    text = _map(_map(pod.get("metadata")).get("annotations")).get(conventions.STATUS_ANNOTATION)
+    text = as_map(as_map(pod.get("metadata")).get("annotations")).get(conventions.STATUS_ANNOTATION)
     if text is None:
         return None
     try:
@@ -118,7 +114,7 @@ def is_plane(pod: dict[str, Any], policy: Policy) -> bool:
     """A pod (or template) with a container on a Plane backend image, or one plane-guard annotated."""
     if recorded_status(pod) is not None:
         return True
-    containers = _map(pod.get("spec")).get("containers")
+    containers = as_map(pod.get("spec")).get("containers")
     return any(
         isinstance(c, dict) and isinstance(c.get("image"), str) and any(p.search(c["image"]) for p in policy.plane_images)
         for c in (containers if isinstance(containers, list) else [])
@@ -138,7 +134,7 @@ def skip_reason(outcome: Outcome) -> str:
 
 
 def pod_state(pod: dict[str, Any], running: Running, audit: bool) -> PodState:
-    name = str(_map(pod.get("metadata")).get("name", ""))
+    name = str(as_map(pod.get("metadata")).get("name", ""))
     record = recorded_status(pod)
     if record is not None:
         if not record:
@@ -169,7 +165,7 @@ def _controller(metadata: dict[str, Any]) -> dict[str, Any] | None:
 def owner(pod: dict[str, Any], cronjob_of: dict[str, str]) -> tuple[str, str]:
     """(kind, name) of the workload to restart for this pod: a Deployment for its ReplicaSet's
     pods, a CronJob for its Jobs' pods, the pod itself when nothing owns it."""
-    metadata = _map(pod.get("metadata"))
+    metadata = as_map(pod.get("metadata"))
     reference = _controller(metadata)
     if reference is None or not isinstance(reference.get("name"), str):
         return "Pod", str(metadata.get("name", ""))
@@ -193,21 +189,21 @@ def namespace_report(name: str, mode: str, workloads: dict[str, list[dict[str, A
     audit = mode == "audit"
     cronjob_of = {}
     for job in workloads.get("Job", []):
-        reference = _controller(_map(job.get("metadata")))
+        reference = _controller(as_map(job.get("metadata")))
         if reference is not None and reference.get("kind") == "CronJob":
-            cronjob_of[_map(job.get("metadata")).get("name")] = reference.get("name")
+            cronjob_of[as_map(job.get("metadata")).get("name")] = reference.get("name")
     found: dict[tuple[str, str], WorkloadReport] = {}
     for kind in TEMPLATE_PATHS.keys() & workloads.keys():
         for workload in workloads[kind]:
-            workload_id = str(_map(workload.get("metadata")).get("name", ""))
+            workload_id = str(as_map(workload.get("metadata")).get("name", ""))
             if kind == "Job" and workload_id in cronjob_of:
                 continue  # listed under its CronJob
             template = _template(kind, workload)
             if is_plane(template, policy):
                 found[(kind, workload_id)] = WorkloadReport(kind, workload_id, pod_roles(template, policy))
     for pod in pods:
-        metadata = _map(pod.get("metadata"))
-        if metadata.get("deletionTimestamp") or _map(pod.get("status")).get("phase") in FINISHED_PHASES:
+        metadata = as_map(pod.get("metadata"))
+        if metadata.get("deletionTimestamp") or as_map(pod.get("status")).get("phase") in FINISHED_PHASES:
             continue
         if not is_plane(pod, policy):
             continue

@@ -19,8 +19,6 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from webhook.ops.certs import split_pems
-
 
 @dataclass(frozen=True)
 class Check:
@@ -31,10 +29,7 @@ class Check:
 
 def certificates(pem: bytes) -> list[x509.Certificate]:
     """Every certificate of a PEM bundle; ValueError when there is none or one does not parse."""
-    blocks = split_pems(pem)
-    if not blocks:
-        raise ValueError("no PEM certificate")
-    return [x509.load_pem_x509_certificate(block) for block in blocks]
+    return x509.load_pem_x509_certificates(pem)
 
 
 def target(client_config: dict[str, Any]) -> tuple[str, x509.GeneralName] | None:
