@@ -81,7 +81,7 @@ image-report: $(STAMP)
 	$(BIN)/python -m tests.bench.image_report
 
 lint: $(STAMP)
-	$(BIN)/hadolint Dockerfile tests/containers/plane-app.Dockerfile
+	$(BIN)/hadolint Dockerfile tests/containers/plane-app.Dockerfile tests/containers/musl-python.Dockerfile
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .envtest .compat

@@ -8,6 +8,10 @@ on the host, for the base's interpreter and platform, and handed to the build as
 Every image is tagged with a hash of its inputs (the Dockerfile, the files of the build context,
 the base, the wheel requirements); when that tag exists, nothing is built again.
 
+The container tests also build a musl image shaped like Plane's (tests/containers/images.py):
+``debian_sources`` fetches the upstream tarballs of Debian source packages with apt-get, and
+``interpreter`` tells a musl python3 from a glibc one, for musllinux wheels.
+
     python -m tools.images     # `make image`: plane-guard and plane-guard-runtime
 """
 
@@ -17,6 +21,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -139,6 +144,39 @@ def debian_base(tool: str, packages: tuple[str, ...] = BASE_PACKAGES) -> str:
     return tag
 
 
+def debian_sources(packages: tuple[str, ...]) -> Path:
+    """The upstream tarballs (``*.orig.tar.*``) of Debian source packages, downloaded here.
+
+    ``apt-get source --download-only`` with an apt configuration of its own (a deb-src line for
+    DEBIAN_SUITE at DEBIAN_MIRROR, lists and cache in a scratch folder): the host's apt state is
+    not touched. Kept under build/images like the wheelhouses.
+    """
+    directory = STATE / f"sources-{_digest(DEBIAN_SUITE, DEBIAN_MIRROR, sorted(packages))}"
+    if (directory / ".complete").exists():
+        return directory
+    if not shutil.which("apt-get"):
+        raise Unavailable("apt-get is missing: it downloads the Debian sources of the musl image")
+    _say(f"downloading Debian sources ({DEBIAN_SUITE}: {', '.join(packages)}) into {directory.relative_to(ROOT)}")
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    with tempfile.TemporaryDirectory(prefix="plane-guard-sources-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        (scratch / "lists" / "partial").mkdir(parents=True)
+        (scratch / "cache" / "archives" / "partial").mkdir(parents=True)
+        (scratch / "download").mkdir()
+        (scratch / "sources.list").write_text(f"deb-src {DEBIAN_MIRROR} {DEBIAN_SUITE} main\n")
+        options = [f"-oDir::Etc::SourceList={scratch / 'sources.list'}", "-oDir::Etc::SourceParts=/nonexistent",
+                   f"-oDir::State::Lists={scratch / 'lists'}", f"-oDir::Cache={scratch / 'cache'}",
+                   "-oAPT::Sandbox::User=root"]
+        run(["apt-get", *options, "update"], timeout=600)
+        run(["apt-get", *options, "source", "--download-only", *packages], timeout=600, cwd=scratch / "download")
+        for tarball in (scratch / "download").glob("*.orig.tar.*"):
+            if not tarball.name.endswith(".asc"):
+                shutil.move(str(tarball), directory / tarball.name)
+    (directory / ".complete").touch()
+    return directory
+
+
 # ---------------------------------------------------------------------------------------------
 # Wheels
 
@@ -164,13 +202,45 @@ class Interpreter:
         return flags
 
 
-def interpreter(tool: str, base: str) -> Interpreter:
-    code = ("import json, platform, sys; print(json.dumps([f'{sys.version_info[0]}.{sys.version_info[1]}', "
-            "platform.libc_ver()[1], platform.machine()]))")
-    out = run([tool, "run", "--rm", "--network", "none", base, "python3", "-c", code], timeout=120)
-    version, glibc, machine = json.loads(out)
-    major, minor = (int(x) for x in glibc.split(".")[:2])
-    return Interpreter(version, (major, minor), machine)
+@dataclass(frozen=True)
+class MuslInterpreter:
+    """What wheels a musl-linked python3 accepts (musllinux tags)."""
+
+    version: str  # "3.11"
+    musl: tuple[int, int]
+    machine: str
+
+    def pip_flags(self) -> list[str]:
+        major, minor = self.musl
+        abi = "cp" + self.version.replace(".", "")
+        flags = ["--only-binary=:all:", "--python-version", self.version, "--implementation", "cp"]
+        for value in (abi, "abi3", "none"):
+            flags += ["--abi", value]
+        for m in range(minor, -1, -1):
+            flags += ["--platform", f"musllinux_{major}_{m}_{self.machine}"]
+        return flags
+
+
+#: Prints [python version, glibc version, machine, musl loader's banner]; the last only without glibc.
+_INTERPRETER_PROBE = (
+    "import glob, json, platform, subprocess, sys; "
+    "glibc = platform.libc_ver()[1] if platform.libc_ver()[0] == 'glibc' else ''; "
+    "loaders = [] if glibc else glob.glob('/lib/ld-musl-*.so.1'); "
+    "musl = subprocess.run(loaders[:1], capture_output=True, text=True).stderr if loaders else ''; "
+    "print(json.dumps([f'{sys.version_info[0]}.{sys.version_info[1]}', glibc, platform.machine(), musl]))"
+)
+
+
+def interpreter(tool: str, base: str) -> Interpreter | MuslInterpreter:
+    out = run([tool, "run", "--rm", "--network", "none", base, "python3", "-c", _INTERPRETER_PROBE], timeout=120)
+    version, glibc, machine, musl = json.loads(out)
+    if glibc:
+        major, minor = (int(x) for x in glibc.split(".")[:2])
+        return Interpreter(version, (major, minor), machine)
+    found = re.search(r"Version (\d+)\.(\d+)", musl)
+    if not found:
+        raise BuildError(f"{base}: python3 is linked against neither glibc nor musl")
+    return MuslInterpreter(version, (int(found.group(1)), int(found.group(2))), machine)
 
 
 def wheelhouse(tool: str, base: str, requirements: list[str]) -> Path:
@@ -246,6 +316,8 @@ class Build:
     include: list[str] | None = None
     build_args: dict[str, str] = field(default_factory=dict)
     requirements: list[str] = field(default_factory=list)
+    #: Further named build contexts (``--build-context NAME=DIR``); their file names and sizes count.
+    contexts: dict[str, Path] = field(default_factory=dict)
 
     def inputs(self, tool: str) -> str:
         files = {
@@ -253,7 +325,11 @@ class Build:
             for p in context_files(self.context, self.include)
         }
         images = {k: image_id(tool, v) for k, v in self.build_args.items() if k.endswith("_IMAGE")}
-        return _digest(self.dockerfile.read_text(), self.target, files, self.build_args, images, sorted(self.requirements))
+        parts = [self.dockerfile.read_text(), self.target, files, self.build_args, images, sorted(self.requirements)]
+        if self.contexts:
+            parts.append({name: sorted((p.name, p.stat().st_size) for p in Path(path).iterdir() if p.is_file())
+                          for name, path in self.contexts.items()})
+        return _digest(*parts)
 
     def tag(self, tool: str) -> str:
         return f"{LOCAL}/{self.name}:{self.inputs(tool)}"
@@ -263,14 +339,17 @@ class Build:
         tag = self.tag(tool)
         if image_exists(tool, tag):
             return tag
-        base = self.build_args["BASE_IMAGE"]
         argv = [tool, "build", "--network", "none", "--file", str(self.dockerfile), "--tag", tag]
         if self.target:
             argv += ["--target", self.target]
         for key, value in {**self.build_args, "PIP_NO_INDEX": "1"}.items():
             argv += ["--build-arg", f"{key}={value}"]
-        wheels = wheelhouse(tool, base, self.requirements)
-        argv += ["--build-context", f"wheelhouse={wheels}", str(self.context)]
+        if self.requirements:  # a build without requirements (no pip install) gets no wheelhouse
+            wheels = wheelhouse(tool, self.build_args["BASE_IMAGE"], self.requirements)
+            argv += ["--build-context", f"wheelhouse={wheels}"]
+        for name, path in self.contexts.items():
+            argv += ["--build-context", f"{name}={path}"]
+        argv.append(str(self.context))
         _say(f"building {tag}")
         run(argv)
         return tag
