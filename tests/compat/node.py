@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.proof import broker
+
 #: Each run names its node ``plane-guard-compat-<pid>@localhost``: a stale node never holds the name.
 NODENAME_PREFIX = "plane-guard-compat"
 HOST = "127.0.0.1"
@@ -298,34 +300,7 @@ def remove_stale_black_holes() -> None:
 
 @contextmanager
 def black_hole(ports: list[int], broker_port: int) -> Iterator[str]:
-    """Drop every packet between ``ports`` and the broker, both ways: no FIN, no RST, as a vanished NAT entry.
-
-    Like ``tests/proof/broker.black_hole`` (which is tied to the broker on 5672). On the way out the
-    black-holed connections are destroyed (``ss -K``) before the table goes, so nothing they still
-    had buffered reaches the broker later.
-    """
-    if not ports:
-        raise ValueError("no connection to black-hole")
-    table = f"{NFT_TABLE_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    port_set = ", ".join(str(p) for p in ports)
-    script = f"""
-table inet {table} {{
-    chain out {{
-        type filter hook output priority -10; policy accept;
-        oifname "lo" ip daddr {HOST} tcp sport {{ {port_set} }} tcp dport {broker_port} drop
-        oifname "lo" ip daddr {HOST} tcp sport {broker_port} tcp dport {{ {port_set} }} drop
-    }}
-}}
-"""
-    done = subprocess.run([NFT, "-f", "-"], input=script, check=False, capture_output=True, text=True, timeout=10)
-    if done.returncode != 0:
-        raise RuntimeError(f"nft could not create the black hole: {done.stderr.strip()}")
-    try:
+    """Drop every packet between ``ports`` and this node, both ways (``tests/proof/broker.black_hole``
+    on the matrix's own port and nftables table names)."""
+    with broker.black_hole(ports, broker_port=broker_port, table_prefix=NFT_TABLE_PREFIX) as table:
         yield table
-    finally:
-        ends = " or ".join(
-            f"( sport = :{port} and dport = :{broker_port} ) or ( sport = :{broker_port} and dport = :{port} )"
-            for port in ports
-        )
-        subprocess.run(["ss", "-K", "-tn", f"( {ends} )"], check=False, capture_output=True, timeout=10)
-        subprocess.run([NFT, "delete", "table", "inet", table], check=False, capture_output=True, timeout=10)

@@ -156,3 +156,21 @@ def stop(played: Played) -> None:
         played.pod.remove()
     finally:
         played.vhost.delete()
+
+
+#: The words of each role's application command line (gunicorn's master, celery's main process).
+PROGRAM = {"api": ["gunicorn"], "worker": ["celery", "worker"], "beat": ["celery", "beat"]}
+
+
+def program_process(played: Played) -> tuple[int, list[str]]:
+    """The host PID and command line of the pod's application process, wherever it runs in the
+    container (under the supervisor, under a shell that did not exec it)."""
+    for host_pid in sorted(played.pod.host_pids(played.container).values()):
+        try:
+            argv = [part for part in Path(f"/proc/{host_pid}/cmdline").read_text().split("\0") if part]
+        except OSError:
+            continue
+        words = [part.rsplit("/", 1)[-1] for part in argv]
+        if set(PROGRAM[played.role]) <= set(words) and "-c" not in words[:2]:
+            return host_pid, argv
+    raise AssertionError(f"no {PROGRAM[played.role]} process in {played.case}")

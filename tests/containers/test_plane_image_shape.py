@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.containers import images as test_images
-from tests.containers.plane import Played, channels, play, stop
+from tests.containers.plane import Played, channels, play, program_process, stop
 from tests.pods import podman, wait_for
 from tests.proof.broker import PASSWORD, RABBITMQCTL, broker_ports_of
 
@@ -41,7 +41,6 @@ STEPS = {
             "register_instance-published", "configure_instance", "exec gunicorn"],
     "worker": ["worker-entrypoint", "wait_for_db", "wait_for_migrations"],
 }
-PROGRAM = {"api": ["gunicorn"], "worker": ["celery", "worker"]}
 #: Commands the entrypoints, the chart's scripts and these tests use: each must be busybox.
 BUSYBOX_COMMANDS = ["sh", "cat", "awk", "sha256sum", "hostname", "ls", "stat", "env", "sed", "grep",
                     "readlink", "sleep", "touch", "id", "head", "tr", "kill", "ps"]
@@ -85,19 +84,6 @@ def played(request, shaped):
     running = play(request.param, shaped)
     yield running
     stop(running)
-
-
-def _program_pid(played: Played) -> int:
-    """The host PID of the application process (gunicorn's master, celery's main process)."""
-    for host_pid in sorted(played.pod.host_pids(played.container).values()):
-        try:
-            argv = [part for part in Path(f"/proc/{host_pid}/cmdline").read_text().split("\0") if part]
-        except OSError:
-            continue
-        words = [part.rsplit("/", 1)[-1] for part in argv]
-        if set(PROGRAM[played.role]) <= set(words) and "-c" not in words[:2]:
-            return host_pid
-    raise AssertionError(f"no {PROGRAM[played.role]} process in {played.case}")
 
 
 def _connection_pids(played: Played) -> dict[str, int]:
@@ -160,7 +146,7 @@ def test_the_wrapper_ran_under_busybox_sh_and_pid_1_is_the_supervisor(played):
     pid1 = played.pod.pid1(played.container)
     assert pid1[1:4] == ["-I", "-S", "/plane-guard/supervisor.py"], pid1
     # The application runs below the supervisor, not in place of it; both on musl, not glibc.
-    program = _program_pid(played)
+    program = program_process(played)[0]
     assert program != played.pod.host_pid(played.container)
     for pid in (program, played.pod.host_pid(played.container)):
         mapped = Path(f"/proc/{pid}/maps").read_text()
@@ -172,7 +158,7 @@ def test_environment_py_decided_and_busybox_sh_exported(played):
     environment: the policy's settings and the heartbeat merged into the URL (never printed)."""
     messages = [line for line in played.logs().splitlines() if line.startswith("plane-guard: ") and ": set to " in line]
     assert messages, played.logs()[-2000:]
-    raw = Path(f"/proc/{_program_pid(played)}/environ").read_bytes().split(b"\0")
+    raw = Path(f"/proc/{program_process(played)[0]}/environ").read_bytes().split(b"\0")
     environ = dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
     for line in messages:
         name = line.split(": ", 2)[1]
@@ -202,7 +188,7 @@ def test_the_hook_applied_and_the_broker_shows_confirms_and_heartbeat(played):
     # The broker's view of the application's own connections: the api pod's are all its own
     # (gunicorn's worker, a child of the master, publishes); the worker's are those of its main
     # process, not the ping's client.
-    ports = None if played.role == "api" else set(broker_ports_of(_program_pid(played)))
+    ports = None if played.role == "api" else set(broker_ports_of(program_process(played)[0]))
 
     def own_channels() -> list[dict]:
         pids = {pid for pid, port in _connection_pids(played).items() if ports is None or port in ports}

@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from tests.containers.plane import Played, channels, play, stop
+from tests.containers.plane import Played, channels, play, program_process, stop
 from tests.pods import wait_for
 from tests.proof.broker import PASSWORD
 
@@ -43,7 +42,6 @@ STEPS = {
 }
 #: The enterprise API starts through the chart's `bash -c` script and the -ee entrypoint first.
 EE_API_STEPS = ["chart-prestart", "ee-entrypoint-start", *STEPS["api"]]
-PROGRAM = {"api": ["gunicorn"], "worker": ["celery", "worker"], "beat": ["celery", "beat"]}
 
 
 @pytest.fixture(scope="module", params=CASES)
@@ -91,25 +89,12 @@ def _worker_conf(running: Played) -> dict:
     raise AssertionError(f"celery inspect conf exited {done.returncode}: {done.stderr.strip()[-200:]}; broker alarms: {alarms}")
 
 
-def _program_argv(played: Played) -> list[str]:
-    """The command line of the container's application process (gunicorn's master, celery's main)."""
-    for host_pid in sorted(played.pod.host_pids(played.container).values()):
-        try:
-            argv = [part for part in Path(f"/proc/{host_pid}/cmdline").read_text().split("\0") if part]
-        except OSError:
-            continue
-        words = [part.rsplit("/", 1)[-1] for part in argv]
-        if set(PROGRAM[played.role]) <= set(words) and "-c" not in words[:2]:
-            return argv
-    raise AssertionError(f"no {PROGRAM[played.role]} process in {played.case}")
-
-
 def test_pid_1_is_the_supervisor_and_the_application_runs_under_it(played):
     """The container's PID 1 is plane-guard's supervisor (it forwards SIGTERM to the application,
     whether the entrypoint exec'd it or not); the application itself runs below it."""
     argv = played.pod.pid1(played.container)
     assert any(part.endswith("/supervisor.py") for part in argv), argv
-    assert _program_argv(played)
+    assert program_process(played)[1]
 
 
 def test_every_step_of_the_original_entrypoint_ran(played):
@@ -131,7 +116,7 @@ def test_the_start_up_hook_configured_the_app(played):
 @pytest.mark.parametrize("played", APIS, indirect=True)
 def test_gunicorn_workers_do_not_rotate(played):
     """The entrypoint still passes --max-requests 5; the worker answers three times that many requests."""
-    argv = _program_argv(played)
+    argv = program_process(played)[1]
     assert argv[argv.index("--max-requests") + 1] == str(HARD_CODED_MAX_REQUESTS)
     answers = played.get(*["/pid"] * (3 * HARD_CODED_MAX_REQUESTS), pause=REQUEST_PAUSE)
     assert len({a["pid"] for a in answers}) == 1, answers

@@ -175,8 +175,12 @@ def remove_stale_black_holes() -> None:
 
 
 @contextmanager
-def black_hole(ports: list[int], direction: str = "both") -> Iterator[str]:
+def black_hole(
+    ports: list[int], direction: str = "both", broker_port: int = PORT, table_prefix: str = NFT_TABLE_PREFIX
+) -> Iterator[str]:
     """Drop every packet of the loopback connections from ``ports`` to the broker, both ways.
+
+    ``broker_port`` and ``table_prefix`` let another broker node (``make compat``'s) use it too.
 
     ``direction="from-broker"`` drops only what the broker sends: the publish arrives, its
     acknowledgement (and TCP's) never does, which is how confirms with retry publish twice.
@@ -191,14 +195,14 @@ def black_hole(ports: list[int], direction: str = "both") -> Iterator[str]:
         raise ValueError("no connection to black-hole")
     if direction not in ("both", "from-broker"):
         raise ValueError(f"direction must be both or from-broker, not {direction!r}")
-    table = f"{NFT_TABLE_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    table = f"{table_prefix}{os.getpid()}_{uuid.uuid4().hex[:6]}"
     port_set = ", ".join(str(p) for p in ports)
     script = f"""
 table inet {table} {{
     chain out {{
         type filter hook output priority -10; policy accept;
-        {"" if direction == "both" else "# "}oifname "lo" ip daddr {HOST} tcp sport {{ {port_set} }} tcp dport {PORT} drop
-        oifname "lo" ip daddr {HOST} tcp sport {PORT} tcp dport {{ {port_set} }} drop
+        {"" if direction == "both" else "# "}oifname "lo" ip daddr {HOST} tcp sport {{ {port_set} }} tcp dport {broker_port} drop
+        oifname "lo" ip daddr {HOST} tcp sport {broker_port} tcp dport {{ {port_set} }} drop
     }}
 }}
 """
@@ -208,7 +212,10 @@ table inet {table} {{
     try:
         yield table
     finally:
-        ends = " or ".join(f"sport = :{port} or dport = :{port}" for port in ports)
+        ends = " or ".join(
+            f"( sport = :{port} and dport = :{broker_port} ) or ( sport = :{broker_port} and dport = :{port} )"
+            for port in ports
+        )
         subprocess.run(["ss", "-K", "-tn", f"( {ends} )"], capture_output=True, timeout=10)
         subprocess.run([NFT, "delete", "table", "inet", table], capture_output=True, timeout=10)
 

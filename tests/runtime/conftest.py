@@ -55,3 +55,14 @@ def run_python(code: str, env: dict[str, str], cwd: Path | str = APP_DIR, args: 
 
 def plane_guard_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("plane-guard:")]
+
+
+@pytest.fixture
+def vhost():
+    """A vhost of the test's own on the real broker (its queues and connections go with it)."""
+    from tests.proof import broker
+
+    broker.require_broker()
+    created = broker.VHost("plane-guard-runtime")
+    yield created
+    created.delete()

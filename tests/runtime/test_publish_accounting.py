@@ -46,14 +46,6 @@ def _guarded_env(runtime_dir, vhost, **extra):
     )
 
 
-@pytest.fixture
-def vhost():
-    broker.require_broker()
-    created = broker.VHost("plane-guard-accounting")
-    yield created
-    created.delete()
-
-
 def _run_during_alarm(argv: list[str], env: dict[str, str], hold: float) -> tuple[subprocess.CompletedProcess, float]:
     """Run ``argv`` while a memory alarm holds for ``hold`` seconds; (its result, seconds it took)."""
     done: list[subprocess.CompletedProcess] = []

@@ -73,14 +73,6 @@ class Publisher:
         return self.process.stderr.read()
 
 
-@pytest.fixture
-def vhost():
-    broker.require_broker()
-    created = broker.VHost("plane-guard-bound")
-    yield created
-    created.delete()
-
-
 def _publish_during_alarm(publisher: Publisher, marker: str, hold: float) -> dict:
     """Publish under the alarm; the alarm is cleared ``hold`` seconds after the publish started."""
     result: list[dict] = []

@@ -34,14 +34,6 @@ PUBLISH_AND_HOLD = textwrap.dedent(
 )
 
 
-@pytest.fixture
-def vhost():
-    broker.require_broker()
-    created = broker.VHost("plane-guard-rmq-vars")
-    yield created
-    created.delete()
-
-
 def _guarded_env(vhost, **extra):
     """What a guarded pod's container has: the policy's variables from the webhook, RABBITMQ_* from
     a Secret, and no AMQP_URL."""
