@@ -299,7 +299,7 @@ class ControlPlane:
         self._servers.append(kcm)
         # Plain /healthz answers before the controllers are built; the verbose list names them.
         # Its serving certificate is self-signed and in memory: nothing to verify it against.
-        insecure = ssl._create_unverified_context()  # noqa: S323 - loopback readiness probe only
+        insecure = ssl._create_unverified_context()
         started = time.monotonic()
         self._wait(
             CONTROLLER_MANAGER,

@@ -331,7 +331,7 @@ def test_a_terminal_sigint_is_not_forwarded_twice(runtime_dir, worker_script, tm
             stdout=slave,
             stderr=err,
             start_new_session=True,
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),  # noqa: PLW1509 - no threads here
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
         )
     try:
         wait_for(lambda: any(line.startswith("app pid=") for line in lines()), timeout=30, what="the app")
