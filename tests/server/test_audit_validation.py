@@ -46,15 +46,20 @@ def _check_audit_answer(response: dict, pod: dict) -> None:
     assert response["auditAnnotations"]["would-change"].split(",") == list(changes)
 
 
+def _answer(server, path: str, request: dict) -> dict:
+    """The server's response to one review, on a connection of its own."""
+    client = server.client()
+    try:
+        return client.review(path, request)["response"]
+    finally:
+        client.close()
+
+
 @pytest.mark.parametrize("role", ["api", "worker", "beat"])
 def test_audit_namespace_names_what_would_change(enforce_server, role):
     pod = plane_pod(role)
     request = review(pod)
-    client = enforce_server.client()
-    try:
-        response = client.review(conventions.PATH_VALIDATE_AUDIT, request)["response"]
-    finally:
-        client.close()
+    response = _answer(enforce_server, conventions.PATH_VALIDATE_AUDIT, request)
     _check_audit_answer(response, pod)
     record = enforce_server.decision(request["request"]["uid"])
     assert record["mode"] == "audit" and record["webhook"] == "validate"
@@ -63,11 +68,7 @@ def test_audit_namespace_names_what_would_change(enforce_server, role):
 
 def test_global_audit_mode_says_the_same_on_the_enforce_path(audit_server):
     pod = plane_pod()
-    client = audit_server.client()
-    try:
-        response = client.review(conventions.PATH_VALIDATE, review(pod))["response"]
-    finally:
-        client.close()
+    response = _answer(audit_server, conventions.PATH_VALIDATE, review(pod))
     _check_audit_answer(response, pod)
 
 
@@ -88,22 +89,14 @@ def test_a_pod_already_hardened_is_not_reported_in_audit_mode(client):
 
 def test_a_deny_policy_in_audit_mode_warns_with_the_names(deny_server):
     pod = plane_pod()
-    client = deny_server.client()
-    try:
-        response = client.review(conventions.PATH_VALIDATE_AUDIT, review(pod))["response"]
-    finally:
-        client.close()
+    response = _answer(deny_server, conventions.PATH_VALIDATE_AUDIT, review(pod))
     _check_audit_answer(response, pod)
 
 
 def test_names_never_values(enforce_server):
     pod = plane_pod("worker", env=[{"name": "AMQP_URL", "value": f"amqp://plane:{PASSWORD}@rabbit:5672/plane"}])
     request = review(pod)
-    client = enforce_server.client()
-    try:
-        response = client.review(conventions.PATH_VALIDATE_AUDIT, request)["response"]
-    finally:
-        client.close()
+    response = _answer(enforce_server, conventions.PATH_VALIDATE_AUDIT, request)
     _check_audit_answer(response, pod)
     assert PASSWORD not in json.dumps(response) and "rabbit" not in json.dumps(response)
     assert PASSWORD not in json.dumps(enforce_server.decision(request["request"]["uid"]))
