@@ -61,6 +61,13 @@ def _serve(commands: Any) -> None:
     limits.add_argument(
         "--max-connections", type=int, default=d.max_connections, help="open connections per process; when full the most idle gives way (default 512)"
     )
+    limits.add_argument(
+        "--source-share",
+        type=float,
+        default=d.source_share,
+        help="most of --max-connections one client address may hold; when the server is full, only addresses above an "
+        "equal share give up idle connections (default 0.25)",
+    )
     limits.add_argument("--max-header-bytes", type=int, default=d.max_header_bytes, help="request line and headers; larger get 431 (default 16384)")
     limits.add_argument("--max-headers", type=int, default=d.max_headers, help="headers per request; more get 431 (default 100)")
     limits.add_argument(

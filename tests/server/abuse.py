@@ -27,9 +27,11 @@ def tls_context(ca_file: str | Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca_file))
 
 
-def connect(port: int, ca_file: str | Path, timeout: float = 10.0, context: ssl.SSLContext | None = None) -> ssl.SSLSocket:
-    """A TLS connection to the webhook, handshake done."""
-    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+def connect(
+    port: int, ca_file: str | Path, timeout: float = 10.0, context: ssl.SSLContext | None = None, source: str = "127.0.0.1"
+) -> ssl.SSLSocket:
+    """A TLS connection to the webhook, handshake done, from the loopback address ``source``."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         return (context or tls_context(ca_file)).wrap_socket(raw, server_hostname=SNI)
@@ -135,6 +137,7 @@ async def hold_connections(
     count: int,
     first_bytes: bytes = b"",
     seconds: float = 30.0,
+    source: str = "127.0.0.1",
 ) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
     """Open up to ``count`` connections (TLS when ``ca_file`` is given, else bare TCP) and keep them.
 
@@ -147,7 +150,9 @@ async def hold_connections(
     while len(held) < count and time.monotonic() < deadline:
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname=SNI if context else None),
+                asyncio.open_connection(
+                    "127.0.0.1", port, ssl=context, server_hostname=SNI if context else None, local_addr=(source, 0)
+                ),
                 timeout=max(0.1, deadline - time.monotonic()),
             )
         except (TimeoutError, OSError):
@@ -208,3 +213,59 @@ class KeepAliveClient(threading.Thread):
             sock = None
         if sock is not None:
             sock.close()
+
+
+async def _answer(reader: asyncio.StreamReader, timeout: float) -> int:
+    """Read one answer (head and Content-Length body); its status."""
+    raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+    lines = raw.decode("latin-1").split("\r\n")
+    length = next((int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:")), 0)
+    if length:
+        await asyncio.wait_for(reader.readexactly(length), timeout)
+    return int(lines[0].split(" ", 2)[1])
+
+
+async def noisy_clients(
+    port: int, ca_file: str | Path, count: int, seconds: float, source: str, request: bytes, every: float | None
+) -> dict[str, int]:
+    """``count`` TLS clients from ``source``, each on a connection of its own for ``seconds``.
+
+    With ``every``, each sends ``request`` and reads the answer, again every ``every`` seconds
+    (a busy keep-alive client); without, it sends ``request`` once and never finishes it (an
+    unfinished body). Each reconnects at once when the server closes its connection. Returns
+    counts: connected, refused (no TLS connection), dropped (closed by the server), answered.
+    """
+    counts = {"connected": 0, "refused": 0, "dropped": 0, "answered": 0}
+    context = tls_context(ca_file)
+    deadline = time.monotonic() + seconds
+
+    async def one(index: int) -> None:
+        await asyncio.sleep(index * (every or 1.0) / count)  # spread over one period
+        while time.monotonic() < deadline:
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname=SNI, local_addr=(source, 0)), 5
+                )
+            except (TimeoutError, OSError):
+                counts["refused"] += 1
+                await asyncio.sleep(0.05)
+                continue
+            counts["connected"] += 1
+            try:
+                while time.monotonic() < deadline:
+                    writer.write(request)
+                    if every is None:  # wait for the close (a 408 or an eviction), or the end
+                        while await asyncio.wait_for(reader.read(65536), max(0.1, deadline - time.monotonic())):
+                            pass
+                        raise ConnectionResetError
+                    await _answer(reader, 10)
+                    counts["answered"] += 1
+                    await asyncio.sleep(every)
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
+                if time.monotonic() < deadline:
+                    counts["dropped"] += 1
+            finally:
+                writer.transport.abort()
+
+    await asyncio.gather(*(one(index) for index in range(count)))
+    return counts

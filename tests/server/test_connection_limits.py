@@ -50,7 +50,10 @@ CAP = 8
 
 @pytest.fixture
 def capped_server(tmp_path, cert_dir):
-    server = WebhookProcess(cert_dir, tmp_path / "server.log", "--max-connections", str(CAP), "--body-timeout", "3").start()
+    """8 slots, all of which one address may take (the fair shares are test_source_share.py's)."""
+    server = WebhookProcess(
+        cert_dir, tmp_path / "server.log", "--max-connections", str(CAP), "--source-share", "1", "--body-timeout", "3"
+    ).start()
     yield server
     server.stop()
 

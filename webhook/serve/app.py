@@ -26,20 +26,23 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from webhook.core import conventions
 from webhook.core.admission import Admission, EnvelopeError, parse_review
-from webhook.serve import connections, decision_log
-from webhook.serve.settings import LIMITS_ENV, Settings
-from webhook.serve.tls import CHECK_INTERVAL_ENV, CLIENT_CA_ENV, ServingCertificate, current_certificate, ssl_context_factory
+from webhook.serve import decision_log
+from webhook.serve.connections import ConnectionGuard
+from webhook.serve.settings import Settings
+from webhook.serve.tls import ServingCertificate
 
-SETTINGS_ENV = "PLANE_GUARD_SERVE_SETTINGS"
+if TYPE_CHECKING:
+    from webhook.serve.config import ServeConfig
+
 #: Request bodies held in memory at once, all requests together, in units of --max-body-bytes.
 BODIES_IN_MEMORY = 4
 #: A body this small (a real review is tens of kilobytes) may use the last --max-body-bytes of
@@ -245,21 +248,28 @@ def create_app(
     settings: Settings | None = None,
     policy: Any = None,
     *,
-    certificate: Callable[[], ServingCertificate | None] = current_certificate,
+    certificate: Callable[[], ServingCertificate | None] = lambda: None,
+    guard: ConnectionGuard | None = None,
     mutate: Callable | None = None,
     validate: Callable | None = None,
 ) -> FastAPI:
-    """The webhook app. ``mutate``/``validate`` replace the core (tests inject failures)."""
+    """The webhook app. ``certificate`` and ``guard`` are the serving process's (readiness reads
+    them); ``mutate``/``validate`` replace the core (tests inject failures)."""
     from webhook.core.policy import load_policy
     from webhook.serve import metrics
 
     settings = settings or Settings()
+    guard = guard or ConnectionGuard(settings.connection_limits())
     policy = policy if policy is not None else load_policy(settings.policy)
-    admission = Admission(policy, mode=settings.mode, on_error=settings.on_error, mutate=mutate, validate=validate)
+
+    def decide(policy: Any) -> Admission:
+        return Admission(policy, mode=settings.mode, on_error=settings.on_error, mutate=mutate, validate=validate)
+
+    admission = decide(policy)
     metrics.POLICY.labels(policy.digest, settings.mode).set(1)
 
     endpoint = AdmissionEndpoint(admission, settings.max_body_bytes, client_certificate_required=bool(settings.client_ca_file))
-    app = WebhookApp(endpoint, title="plane-guard", docs_url=None, redoc_url=None, openapi_url=None)
+    app = WebhookApp(endpoint, decide, title="plane-guard", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.policy = policy
     app.state.settings = settings
 
@@ -277,12 +287,12 @@ def create_app(
             problems.append("no valid serving certificate loaded")
         if request.url.scheme != "https":
             problems.append("not serving over HTTPS")
-        if connections.current().draining:
+        if guard.draining:
             problems.append("shutting down: draining connections")
         body = {
             "ready": not problems,
             "problems": problems,
-            "policy": policy.digest,
+            "policy": app.state.policy.digest,
             "mode": settings.mode,
             "certificate": {
                 "not_after": serving.not_after if serving else None,
@@ -306,9 +316,30 @@ class WebhookApp(FastAPI):
     than the admission decision itself; the admission endpoint needs none of it.
     """
 
-    def __init__(self, endpoint: AdmissionEndpoint, **kwargs: Any):
+    def __init__(self, endpoint: AdmissionEndpoint, decide: Callable[[Any], Admission], **kwargs: Any):
         super().__init__(**kwargs)
         self.admission_endpoint = endpoint
+        self.decide = decide
+
+    def reload_policy(self) -> tuple[str, str | None]:
+        """Read the policy file again (SIGHUP): (digest in use, why the new one was refused or None).
+
+        A bad file changes nothing: the policy in use stays, and the error says what to fix.
+        """
+        from webhook.core.policy import PolicyError, load_policy
+        from webhook.serve import metrics
+
+        settings, old = self.state.settings, self.state.policy
+        try:
+            policy = load_policy(settings.policy)
+        except PolicyError as exc:
+            return old.digest, str(exc)
+        self.admission_endpoint.admission = self.decide(policy)
+        self.state.policy = policy
+        if policy.digest != old.digest:
+            metrics.POLICY.remove(old.digest, settings.mode)
+            metrics.POLICY.labels(policy.digest, settings.mode).set(1)
+        return policy.digest, None
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:  # type: ignore[override]
         if scope["type"] == "http" and scope["path"] in ADMISSION_PATHS:
@@ -320,16 +351,12 @@ class WebhookApp(FastAPI):
 # --------------------------------------------------------------------------- command
 
 
-def _settings_from_env() -> Settings | None:
-    raw = os.environ.get(SETTINGS_ENV)
-    return Settings(**json.loads(raw)) if raw else None
-
-
-def app_from_environment() -> FastAPI:
-    """uvicorn factory (each worker process): settings come from ``PLANE_GUARD_SERVE_SETTINGS``."""
-    settings = _settings_from_env() or Settings()
+def process_app(config: ServeConfig) -> FastAPI:
+    """uvicorn's app factory in each server process, with the settings its config carries."""
+    settings = config.settings
     decision_log.configure(settings.log_level)
-    app = create_app(settings)
+    app = create_app(settings, certificate=lambda: config.certificate, guard=config.guard)
+    config.webhook_app = app
     # Everything loaded so far lives as long as the process: keep it out of every GC pass.
     gc.collect()
     gc.freeze()
@@ -371,6 +398,8 @@ def preflight(settings: Settings) -> str | None:
         return "--workers must be at least 1"
     if settings.max_connections < 1 or settings.max_headers < 1 or settings.max_header_bytes < 1024:
         return "--max-connections and --max-headers must be at least 1, --max-header-bytes at least 1024"
+    if not 0 < settings.source_share <= 1:
+        return "--source-share must be above 0 and at most 1 (0.25: one client address holds at most a quarter of the connections)"
     timeouts = (settings.header_timeout, settings.body_timeout, settings.idle_timeout, settings.keep_alive_timeout)
     if min(timeouts) <= 0 or settings.drain_seconds < 0:
         return "--header-timeout, --body-timeout, --idle-timeout and --keep-alive-timeout must be above 0, --drain-seconds 0 or more"
@@ -416,37 +445,13 @@ def serve_command(settings: Settings) -> int:
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="plane-guard-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))
-    os.environ[CHECK_INTERVAL_ENV] = str(settings.cert_check_interval)
-    os.environ[LIMITS_ENV] = settings.connection_limits().to_env()
-    if settings.client_ca_file:
-        os.environ[CLIENT_CA_ENV] = settings.client_ca_file
 
-    import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
     from webhook.serve import lifecycle
+    from webhook.serve.config import ServeConfig
 
-    config = uvicorn.Config(
-        "webhook.serve.app:app_from_environment",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        ssl_certfile=settings.cert_file,
-        ssl_keyfile=settings.key_file,
-        ssl_context_factory=ssl_context_factory,
-        loop="webhook.serve.connections:GuardedLoop",
-        http=connections.GuardedHttpProtocol,
-        ws="none",
-        lifespan="off",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        proxy_headers=False,
-        timeout_keep_alive=settings.keep_alive_timeout,
-        timeout_graceful_shutdown=settings.graceful_timeout,
-    )
+    config = ServeConfig(settings)
     code = 0
     if settings.workers > 1:
         lifecycle.Supervisor(config, sockets=[config.bind_socket()]).run()

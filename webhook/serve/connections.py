@@ -45,6 +45,10 @@ TLS_READ_BUFFER = 64 * 1024
 TLS_SHUTDOWN_TIMEOUT = 3.0
 #: How often deadlines are checked; each is kept to within this much.
 SWEEP_INTERVAL = 0.5
+#: A request body still arriving after this many seconds, below MIN_BODY_RATE on average, is slow:
+#: it may give way to a new connection when the server is full. Real reviews arrive in one burst.
+SLOW_BODY_SECONDS = 2.0
+MIN_BODY_RATE = 64 * 1024
 #: At shutdown, a connection this young that has not sent its request yet gets this long to do so.
 LATE_REQUEST_GRACE = 1.0
 
@@ -54,9 +58,13 @@ NEW, HEAD, BODY, DONE = "new", "head", "body", "done"
 
 _MESSAGES = {
     "max-connections": "refused a new connection: the server holds its maximum of {max_connections} connections and "
-    "none is idle (raise --max-connections, or restrict who can reach the port)",
-    "idle-evicted": "closed an idle connection to admit a new one: the server holds its maximum of "
-    "{max_connections} connections (--max-connections)",
+    "none it may close is idle (raise --max-connections, or restrict who can reach the port)",
+    "source-share": "refused a new connection: its address holds its share of {per_source} connections "
+    "(--source-share of --max-connections) and none of them is idle",
+    "idle-evicted": "closed an idle connection to admit a new one: the server, or the connection's address, holds "
+    "its maximum (--max-connections {max_connections}, --source-share {per_source} per address)",
+    "slow-body-evicted": "closed a connection whose request body arrived slowly to admit a new one: the server, or the "
+    "connection's address, holds its maximum (--max-connections {max_connections}, --source-share {per_source} per address)",
     "idle-timeout": "closed a connection that sent no request within {idle_timeout:g} s (--idle-timeout)",
     "header-timeout": "closed a connection whose request head took longer than {header_timeout:g} s (--header-timeout)",
     "body-timeout": "closed a connection whose request body took longer than {body_timeout:g} s (--body-timeout)",
@@ -70,55 +78,103 @@ _MESSAGES = {
 
 
 class ConnectionGuard:
-    """The connections of one server process and what each may still do."""
+    """The connections of one server process and what each may still do.
+
+    Slots are shared fairly between client addresses: one address holds at most ``per_source``
+    of them, and when the server is full a new connection only takes the slot of an idle
+    connection from an address that holds more than an equal share, the largest first. So the
+    API servers' connection pools survive a noisy client, whatever it sends.
+    """
 
     def __init__(self, limits: ConnectionLimits):
         self.limits = limits
-        self.handshakes: dict[asyncio.Future, tuple[Any, float]] = {}  # under way: (transport, since)
+        self.handshakes: dict[asyncio.Future, tuple[Any, float, str]] = {}  # under way: (transport, since, source)
         self.open: dict[GuardedHttpProtocol, None] = {}  # in order of arrival
+        self.sources: dict[str, dict[Any, None]] = {}  # address -> its handshakes and connections
         self.draining = False  # readiness is false and every answer closes its connection
         self.stopping = False  # the listener is closed; idle connections are being closed
         self._sweeper: asyncio.TimerHandle | None = None
         self._gauge: Any = None
-        self._messages = {limit: message.format(**asdict(limits)) for limit, message in _MESSAGES.items()}
+        values = {**asdict(limits), "per_source": limits.per_source}
+        self._messages = {limit: message.format(**values) for limit, message in _MESSAGES.items()}
 
     # -- accounting
 
-    def admit(self) -> bool:
-        """Room for one more connection, made by closing the most idle one if needed.
+    def admit(self, source: str) -> bool:
+        """Room for one more connection from ``source``, made by closing an idle one if needed.
 
-        Most idle first: a TLS handshake or a connection without a request, oldest first (real
-        clients finish a handshake in milliseconds and send at once); then a request head that is
-        still arriving, oldest first; then a keep-alive connection, least recently used first.
+        An address at its share makes room among its own connections. A full server takes a slot
+        from the addresses holding more than an equal share, the largest first, and otherwise
+        from the new connection's own address; never from an address within its share.
         """
-        if len(self.handshakes) + len(self.open) < self.limits.max_connections:
+        own = self.sources.get(source, {})
+        full = len(self.handshakes) + len(self.open) >= self.limits.max_connections
+        if len(own) >= self.limits.per_source:
+            return self._evict_from(own, source) or self._refuse("max-connections" if full else "source-share", source)
+        if not full:
             return True
+        equal_share = self.limits.max_connections / (len(self.sources) + (source not in self.sources))
+        for other, members in sorted(self.sources.items(), key=lambda item: len(item[1]), reverse=True):
+            if len(members) <= equal_share:
+                break
+            if self._evict_from(members, other):
+                return True
+        return self._evict_from(own, source) or self._refuse("max-connections", source)
+
+    def _evict_from(self, members: dict[Any, None], source: str) -> bool:
+        """Close the most idle of one address's connections; False when none may be closed."""
         best, best_rank = None, None
-        for connection in self.open:
-            rank = connection.idle_rank()
+        for member in members:
+            if isinstance(member, GuardedHttpProtocol):
+                rank = member.idle_rank()
+            else:
+                rank = (0, self.handshakes[member][1])
             if rank is not None and (best_rank is None or rank < best_rank):
-                best, best_rank = connection, rank
-        handshake = next(iter(self.handshakes), None)
-        if handshake is not None and (best_rank is None or (0, self.handshakes[handshake][1]) <= best_rank):
-            transport, _ = self.handshakes.pop(handshake)
-            self.hit("idle-evicted")
-            transport.abort()
-            return True
-        if best is None:
-            self.hit("max-connections")
+                best, best_rank = member, rank
+        if best is None or best_rank is None:
             return False
-        self.hit("idle-evicted", best.client)
-        best.give_way()
+        self.hit("slow-body-evicted" if best_rank[0] == 3 else "idle-evicted", source)
+        if isinstance(best, GuardedHttpProtocol):
+            best.give_way()
+        else:
+            transport, _, _ = self.handshakes.pop(best)
+            self._leave(source, best)
+            transport.abort()
         return True
+
+    def _refuse(self, limit: str, source: str) -> bool:
+        self.hit(limit, source)
+        return False
+
+    def handshake_started(self, handshake: asyncio.Future, transport: Any, source: str) -> None:
+        self.handshakes[handshake] = (transport, handshake.get_loop().time(), source)
+        self.sources.setdefault(source, {})[handshake] = None
+
+    def handshake_ended(self, handshake: asyncio.Future) -> bool:
+        """False when it had given way to a newer connection already."""
+        entry = self.handshakes.pop(handshake, None)
+        if entry is None:
+            return False
+        self._leave(entry[2], handshake)
+        return True
+
+    def _leave(self, source: str, member: Any) -> None:
+        members = self.sources.get(source)
+        if members is not None:
+            members.pop(member, None)
+            if not members:
+                del self.sources[source]
 
     def opened(self, connection: GuardedHttpProtocol) -> None:
         self.open[connection] = None
+        self.sources.setdefault(connection.source, {})[connection] = None
         self._count()
         if self._sweeper is None:
             self._sweeper = connection.loop.call_later(SWEEP_INTERVAL, self._sweep, connection.loop)
 
     def closed(self, connection: GuardedHttpProtocol) -> None:
         if self.open.pop(connection, 0) is None:
+            self._leave(connection.source, connection)
             self._count()
 
     def _count(self) -> None:
@@ -135,7 +191,9 @@ class ConnectionGuard:
         self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep, loop) if self.open else None
 
     def hit(self, limit: str, client: Any = None) -> None:
-        fields = {"client": str(client[0])} if client else {}
+        """Count and log a limit; ``client`` is an address or uvicorn's (address, port)."""
+        address = client[0] if isinstance(client, tuple) else client
+        fields = {"client": str(address)} if address else {}
         decision_log.limit_hit(limit, self._messages[limit], fields)
 
     # -- shutdown
@@ -150,15 +208,10 @@ class ConnectionGuard:
         self.draining = self.stopping = True
 
 
-_GUARD: ConnectionGuard | None = None
-
-
-def current() -> ConnectionGuard:
-    """This process's guard, with the limits ``serve`` put in the environment."""
-    global _GUARD
-    if _GUARD is None:
-        _GUARD = ConnectionGuard(ConnectionLimits.from_env())
-    return _GUARD
+def source_of(transport: asyncio.BaseTransport) -> str:
+    """The client address a connection counts against (its IP address, without the port)."""
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
 
 
 class _HeadTooLarge(Exception):
@@ -169,15 +222,17 @@ class _HeadTooLarge(Exception):
 class GuardedHttpProtocol(HttpToolsProtocol):
     """uvicorn's HTTP/1.1 protocol with a bounded request head and a deadline for each phase."""
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.guard = current()
+    def __init__(self, config: Any, *args: Any, **kwargs: Any):
+        super().__init__(config, *args, **kwargs)
+        self.guard: ConnectionGuard = config.guard  # the ServeConfig of this process
         self.phase = NEW
         self.deadline = float("inf")
         self.since = 0.0
         self.closing = False
         self._extensions: dict | None = None
         self._head_bytes = 0  # bytes received since the head began (the parser buffers them)
+        self._body_bytes = 0  # bytes of the request body received so far
+        self.source = ""
 
     # -- connection
 
@@ -191,6 +246,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         # ASGI TLS extension, only for a client certificate (verified during the handshake).
         self._extensions = {"tls": {"client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)]}} if der else None
+        self.source = source_of(transport)
         self.guard.opened(self)
         now = self.loop.time()
         self._enter(NEW, now, self.guard.limits.idle_timeout)
@@ -218,7 +274,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return (1, self.since)
         if self.phase is DONE and answered and not self.pipeline:
             return (2, self.since)
+        if self.phase is BODY and self.slow_body():
+            return (3, self.since)
         return None
+
+    def slow_body(self) -> bool:
+        """A body arriving for more than SLOW_BODY_SECONDS, below MIN_BODY_RATE on average."""
+        elapsed = self.loop.time() - self.since
+        return elapsed > SLOW_BODY_SECONDS and self._body_bytes < MIN_BODY_RATE * elapsed
 
     def give_way(self) -> None:
         self.closing = True
@@ -276,7 +339,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 self.guard.hit("bad-request", self.client)
                 self._refuse(400, "invalid HTTP/1.1 request")
             return
-        if self.phase is HEAD:
+        if self.phase is BODY:
+            self._body_bytes += len(data)
+        elif self.phase is HEAD:
             # Still inside the head: everything fed since it began was head (the parser buffers it).
             self._head_bytes += len(data)
             if self._head_bytes > self.guard.limits.max_header_bytes:
@@ -299,6 +364,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers) > limits.max_header_bytes:
             raise _HeadTooLarge("header-size")
         self._enter(BODY, self.loop.time(), self.guard.limits.body_timeout)
+        self._body_bytes = 0
         super().on_headers_complete()
         if (self.closing or self.guard.draining) and self.cycle is not None:
             self.cycle.keep_alive = False
@@ -347,7 +413,8 @@ class TlsAdmission(asyncio.Protocol):
         self.loop, self.http_protocol, self.context, self.guard = loop, http_protocol, context, guard
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if not self.guard.admit():
+        source = source_of(transport)
+        if not self.guard.admit(source):
             transport.abort()  # type: ignore[attr-defined]
             return
         handshake = self.loop.create_future()
@@ -360,14 +427,14 @@ class TlsAdmission(asyncio.Protocol):
             ssl_handshake_timeout=self.guard.limits.header_timeout,
             ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
         )
-        self.guard.handshakes[handshake] = (transport, self.loop.time())
+        self.guard.handshake_started(handshake, transport, source)
         handshake.add_done_callback(self._handshake_done)
         transport.set_protocol(tls)
         tls.connection_made(transport)
 
     def _handshake_done(self, handshake: asyncio.Future) -> None:
         error = None if handshake.cancelled() else handshake.exception()
-        if self.guard.handshakes.pop(handshake, None) is None:
+        if not self.guard.handshake_ended(handshake):
             return  # given way to a newer connection (counted then)
         if isinstance(error, ConnectionAbortedError):
             self.guard.hit("tls-handshake-timeout")
@@ -376,11 +443,15 @@ class TlsAdmission(asyncio.Protocol):
 
 
 class GuardedLoop(uvloop.Loop):
-    """uvloop whose TLS servers admit each connection before its handshake (``serve --loop``)."""
+    """uvloop whose TLS servers admit each connection to ``guard`` before its handshake."""
+
+    def __init__(self, guard: ConnectionGuard):
+        super().__init__()
+        self.guard = guard
 
     async def create_server(self, protocol_factory: Callable, *args: Any, ssl: Any = None, **kwargs: Any) -> Any:
         if ssl is not None:
-            guard, http_protocol = current(), protocol_factory
+            guard, http_protocol = self.guard, protocol_factory
 
             def admission() -> asyncio.Protocol:
                 return TlsAdmission(self, http_protocol, ssl, guard)

@@ -105,35 +105,44 @@ def decision(fields: dict[str, Any]) -> None:
     if len(raw) > LINE_FAST_BYTES:
         line.update(_bounded_fields(fields))
         raw = pydantic_core.to_json(line, fallback=str)
-    _PENDING.append(raw + b"\n")
-    if len(_PENDING) == 1:
-        try:
-            asyncio.get_running_loop().call_soon(flush)
-        except RuntimeError:  # no event loop (tests, tools): write now
-            flush()
+    LINES.add(raw + b"\n")
 
 
-_PENDING: list[bytes] = []
-#: Writes up to this size are atomic on a pipe, so worker processes sharing stderr never mix lines.
-_ATOMIC = 4096
+class LineBuffer:
+    """Decision lines waiting for the end of this event-loop iteration, then written together.
 
+    One per process, as stderr is: ``LINES``.
+    """
 
-def flush() -> None:
-    """Write the pending decision lines, whole lines per write."""
-    if not _PENDING:
-        return
-    lines = _PENDING[:]
-    _PENDING.clear()
-    fd = _fd()
-    chunk: list[bytes] = []
-    size = 0
-    for line in lines:
-        if chunk and size + len(line) > _ATOMIC:
-            _write(fd, b"".join(chunk))
-            chunk, size = [], 0
-        chunk.append(line)
-        size += len(line)
-    _write(fd, b"".join(chunk))
+    #: Writes up to this size are atomic on a pipe, so worker processes sharing stderr never mix lines.
+    ATOMIC = 4096
+
+    def __init__(self) -> None:
+        self.pending: list[bytes] = []
+
+    def add(self, line: bytes) -> None:
+        self.pending.append(line)
+        if len(self.pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no event loop (tests, tools): write now
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the pending lines, whole lines per write."""
+        if not self.pending:
+            return
+        lines, self.pending = self.pending, []
+        fd = _fd()
+        chunk: list[bytes] = []
+        size = 0
+        for line in lines:
+            if chunk and size + len(line) > self.ATOMIC:
+                _write(fd, b"".join(chunk))
+                chunk, size = [], 0
+            chunk.append(line)
+            size += len(line)
+        _write(fd, b"".join(chunk))
 
 
 def _write(fd: int, data: bytes) -> None:
@@ -152,6 +161,10 @@ def _fd() -> int:
         return 2
 
 
+LINES = LineBuffer()
+flush = LINES.flush
+
+
 atexit.register(flush)
 
 
@@ -160,7 +173,6 @@ def error(message: str, fields: dict[str, Any] | None = None) -> None:
     LOG.error(message, exc_info=True, extra={"fields": fields or {}})
 
 
-_THROTTLED: dict[str, list] = {}  # key -> [time of the last line, hits not logged since]
 
 
 def limit_hit(limit: str, message: str, fields: dict[str, Any] | None = None) -> None:
@@ -171,19 +183,37 @@ def limit_hit(limit: str, message: str, fields: dict[str, Any] | None = None) ->
     throttled_warning(limit, message, {"limit": limit, **(fields or {})})
 
 
+class Throttle:
+    """When each repeatable warning was last written, and how often it happened since."""
+
+    def __init__(self, seconds: float = THROTTLE_SECONDS) -> None:
+        self.seconds = seconds
+        self.seen: dict[str, list] = {}  # key -> [time of the last line, hits not logged since]
+
+    def admit(self, key: str) -> int | None:
+        """None to stay silent, else how many hits were not logged since the previous line (-1: first)."""
+        now = time.monotonic()
+        state = self.seen.get(key)
+        if state is not None and now - state[0] < self.seconds:
+            state[1] += 1
+            return None
+        self.seen[key] = [now, 0]
+        return -1 if state is None else state[1]
+
+
+#: One per process, as the log is.
+THROTTLE = Throttle()
+
+
 def throttled_warning(key: str, message: str, fields: dict[str, Any] | None = None) -> None:
     """A warning for an event a client can repeat at will: the first, then one line a minute.
 
     Each line after the first carries ``not_logged``: how many times it happened in between.
     """
-    now = time.monotonic()
-    state = _THROTTLED.get(key)
-    if state is not None and now - state[0] < THROTTLE_SECONDS:
-        state[1] += 1
+    not_logged = THROTTLE.admit(key)
+    if not_logged is None:
         return
     extra = dict(fields or {})
-    if state is not None:
-        extra["not_logged"] = state[1]
-    _THROTTLED[key] = [now, 0]
+    if not_logged >= 0:
+        extra["not_logged"] = not_logged
     LOG.warning(message, extra={"fields": extra})
-

@@ -2,8 +2,8 @@
 
 Labels stay low-cardinality: reasons are reduced to their code (``plane-api:amqp-url-absent``
 counts as ``amqp-url-absent``), so container names never multiply the series.
-With ``--workers`` > 1 the server sets ``PROMETHEUS_MULTIPROC_DIR`` before this module is
-imported and ``/metrics`` aggregates every worker process.
+With ``--workers`` > 1 the server sets ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's own
+setting) before it starts the worker processes, and ``/metrics`` aggregates all of them.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 #: Content type of ``GET /metrics``.
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-
-_MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 REQUESTS = Counter(
     "plane_guard_admission_requests_total",
@@ -101,7 +99,7 @@ def limit_hit(limit: str) -> None:
 
 def render() -> bytes:
     """The exposition text for ``GET /metrics``."""
-    if _MULTIPROCESS:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()

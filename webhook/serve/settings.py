@@ -7,15 +7,9 @@ line can read the defaults without loading the web stack.
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from webhook.core import conventions
-
-#: Worker processes are started by uvicorn from an import string: they read the connection
-#: bounds from here (the rest of the settings travel the same way, see ``app``).
-LIMITS_ENV = "PLANE_GUARD_CONNECTION_LIMITS"
 
 
 @dataclass(frozen=True)
@@ -23,6 +17,8 @@ class ConnectionLimits:
     """What one server process allows a connection (the ``serve`` options of the same names)."""
 
     max_connections: int = 512
+    #: No one client address holds more than this share of ``max_connections``.
+    source_share: float = 0.25
     max_header_bytes: int = 16 * 1024
     max_headers: int = 100
     header_timeout: float = 5.0
@@ -30,18 +26,15 @@ class ConnectionLimits:
     idle_timeout: float = 10.0
     drain_seconds: float = 5.0
 
-    def to_env(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_env(cls) -> ConnectionLimits:
-        raw = os.environ.get(LIMITS_ENV)
-        return cls(**json.loads(raw)) if raw else cls()
+    @property
+    def per_source(self) -> int:
+        """The most connections one client address may hold."""
+        return max(1, int(self.max_connections * self.source_share))
 
 
 @dataclass
 class Settings:
-    """Everything ``serve`` needs; JSON-serialisable so worker processes receive it."""
+    """Everything ``serve`` needs; worker processes receive it on their uvicorn config (``config``)."""
 
     host: str = "0.0.0.0"
     port: int = conventions.CONTAINER_PORT
@@ -58,6 +51,7 @@ class Settings:
     cert_check_interval: float = 2.0
     client_ca_file: str | None = None
     max_connections: int = ConnectionLimits.max_connections
+    source_share: float = ConnectionLimits.source_share
     max_header_bytes: int = ConnectionLimits.max_header_bytes
     max_headers: int = ConnectionLimits.max_headers
     header_timeout: float = ConnectionLimits.header_timeout

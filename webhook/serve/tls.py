@@ -15,19 +15,13 @@ while probes and metrics stay open to the kubelet (which has none).
 from __future__ import annotations
 
 import hashlib
-import os
 import ssl
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from webhook.serve import decision_log
 
-#: How often (seconds) each server process compares the files with what it serves.
-CHECK_INTERVAL_ENV = "PLANE_GUARD_CERT_CHECK_INTERVAL"
-#: The --client-ca-file of ``serve``, for the worker processes.
-CLIENT_CA_ENV = "PLANE_GUARD_CLIENT_CA_FILE"
 #: TLS 1.2 suites: forward secrecy and authenticated encryption only (no CBC, no RSA key exchange).
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
@@ -177,19 +171,3 @@ def _set_expiry(not_after: float) -> None:
     from webhook.serve import metrics
 
     metrics.CERT_EXPIRY.set(not_after)
-
-
-_CERTIFICATE: ServingCertificate | None = None
-
-
-def current_certificate() -> ServingCertificate | None:
-    return _CERTIFICATE
-
-
-def ssl_context_factory(config: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-    """uvicorn hook (runs in every worker process): our reloading context instead of a fixed one."""
-    global _CERTIFICATE
-    interval = float(os.environ.get(CHECK_INTERVAL_ENV) or 2.0)
-    _CERTIFICATE = ServingCertificate(config.ssl_certfile, config.ssl_keyfile, interval, os.environ.get(CLIENT_CA_ENV))
-    _CERTIFICATE.start()
-    return _CERTIFICATE.base
