@@ -1,7 +1,7 @@
 """Skip, naming the missing tool, the tests whose real parts are not on this machine.
 
-Markers (declared in pyproject.toml): ``broker``, ``root`` and ``containers``; what each needs is
-in ``tools/prerequisites.py``, which ``make test`` runs first to install what it can.
+Markers (declared in pyproject.toml): ``broker``, ``root``, ``containers`` and ``promtool``; what
+each needs is in ``tools/prerequisites.py``, which ``make test`` runs first to install what it can.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from tools import prerequisites
 
-MARKERS = ("broker", "root", "containers")
+MARKERS = ("broker", "root", "containers", "promtool")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
