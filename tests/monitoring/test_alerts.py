@@ -1,4 +1,4 @@
-"""manifests/monitoring/alerts.yaml: valid and unit-tested by the real promtool, each alert tested,
+"""manifests/helm/plane-guard/files/alerts.yaml: valid and unit-tested by the real promtool, each alert tested,
 documented, and built on the names and label values the server really exports."""
 
 from __future__ import annotations
@@ -127,8 +127,8 @@ def test_github_anchors() -> None:
 
 def test_the_readme_says_how_to_load_the_rules_and_the_job_convention() -> None:
     section = runbook_section()
-    assert "manifests/monitoring/alerts.yaml" in section and "PrometheusRule" in section
-    assert "manifests/monitoring/dashboard.json" in section
+    assert "manifests/helm/plane-guard/files/alerts.yaml" in section and "PrometheusRule" in section
+    assert "manifests/helm/plane-guard/files/dashboard.json" in section
     assert JOB_MATCHER in section
     text = README.read_text()
     assert text.index("## Serving under load and abuse") < text.index("## Alerts and dashboard") < text.index("## Images")
@@ -236,7 +236,7 @@ def test_the_limit_runbook_names_every_limit() -> None:
 def test_the_readme_prometheusrule_recipe_keeps_the_groups() -> None:
     """The README indents the rule file by two spaces under ``spec:``; nothing in it may break that."""
     section = runbook_section()
-    assert "sed 's/^/  /' manifests/monitoring/alerts.yaml" in section
+    assert "sed 's/^/  /' manifests/helm/plane-guard/files/alerts.yaml" in section
     header = re.search(r"printf '([^']*)'", section)
     assert header, "the README's PrometheusRule recipe has no printf header"
     indented = "".join("  " + line for line in ALERTS.read_text().splitlines(keepends=True))

@@ -1,4 +1,4 @@
-"""manifests/monitoring/dashboard.json: a Grafana dashboard whose every query is valid PromQL
+"""manifests/helm/plane-guard/files/dashboard.json: a Grafana dashboard whose every query is valid PromQL
 (checked by the real promtool) over names the server exports, with the panels operators need."""
 
 from __future__ import annotations
