@@ -1,4 +1,4 @@
-"""``plane-guard`` command line: serve, preview, policy check, certificates, status, publishes, runtime install.
+"""``plane-guard`` command line: serve, preview, policy check, certificates, status, restart, publishes, runtime install.
 
 Each sub-command imports its module only when it runs, so ``plane-guard runtime install`` (the
 init container in every Plane pod) starts fast and does not load the web stack.
@@ -194,6 +194,38 @@ def _status(commands: Any) -> None:
     status.add_argument("--validating-webhook", default=conventions.VALIDATING_WEBHOOK_CONFIGURATION)
 
 
+def _restart(commands: Any) -> None:
+    restart = commands.add_parser(
+        "restart",
+        help="in the cluster: restart the workloads whose Plane pods are unguarded or stale, and check the new pods",
+        description="Restarts the Deployments, StatefulSets and DaemonSets that plane-guard status reports with "
+        "unguarded or stale pods (as kubectl rollout restart), waits for each rollout, then checks that the new pods "
+        "are guarded; stops at the first failure. Never touches a workload whose rollout is not complete or whose "
+        "PodDisruptionBudget allows no disruption now. Without --yes it asks on a terminal, and changes nothing when "
+        "stdin is not one. Exit 0 when everything asked for is guarded afterwards; 1 otherwise (also a dry run with "
+        "work to do); 2 on bad usage, missing credentials or an API server that cannot be reached or refuses the reads.",
+    )
+    restart.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
+    restart.add_argument("--context", help="kubeconfig context (default: the current context)")
+    restart.add_argument(
+        "-n", "--namespace", action="append", metavar="NAMESPACE",
+        help=f"only this namespace (repeatable; default: every namespace labelled {conventions.INJECT}=enabled or =audit)",
+    )
+    restart.add_argument("-o", "--output", choices=("table", "json"), default="table", help="table (default) or json")
+    restart.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    restart.add_argument("-y", "--yes", action="store_true", help="restart without asking")
+    restart.add_argument("--parallel", type=int, default=1, metavar="N", help="workloads restarted at once (default 1)")
+    restart.add_argument(
+        "--timeout", type=float, default=600, metavar="SECONDS",
+        help="longest wait for one workload's rollout (default 600, a Deployment's default progress deadline)",
+    )
+    restart.add_argument("--policy", metavar="FILE", help="judge pods by this policy instead of the one the webhook Deployment mounts")
+    restart.add_argument("--webhook-namespace", default=conventions.SERVICE_NAMESPACE, help="namespace of the webhook Deployment")
+    restart.add_argument("--webhook-deployment", default=conventions.SERVICE_NAME, help="name of the webhook Deployment")
+    restart.add_argument("--mutating-webhook", default=conventions.MUTATING_WEBHOOK_CONFIGURATION)
+    restart.add_argument("--validating-webhook", default=conventions.VALIDATING_WEBHOOK_CONFIGURATION)
+
+
 def _publishes(commands: Any) -> None:
     publishes = commands.add_parser(
         "publishes",
@@ -221,7 +253,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"plane-guard {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_serve, _preview, _policy, _certs, _status, _publishes, _runtime):
+    for add in (_serve, _preview, _policy, _certs, _status, _restart, _publishes, _runtime):
         add(commands)
     return parser
 
@@ -267,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         from webhook.ops import status
 
         return status.status_command(_options(status.StatusOptions, args))
+    if args.command == "restart":
+        from webhook.ops import restart
+
+        return restart.restart_command(_options(restart.RestartOptions, args))
     if args.command == "publishes":
         from webhook.ops import publishes
 

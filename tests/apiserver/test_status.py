@@ -312,6 +312,19 @@ def test_the_restart_line_replaces_the_pods_with_guarded_ones(control_plane, sce
         assert [p["state"] for p in new] == ["guarded"], (name, workloads[f"deployment/{name}"])
     assert code == 1  # the old pods are still there (no kubelet to stop them)
 
+    # During the rollout: said so, with the new pods, and no restart line for these workloads again.
+    assert after["namespaces"][0]["restart"] is None
+    for name in restarted:
+        workload = workloads[f"deployment/{name}"]
+        assert workload["rollout"]["state"] == "under way" and not workload["needsRestart"], workload
+        assert {p["name"]: p["new"] for p in workload["pods"]} == {p["name"]: p["name"] not in old for p in workload["pods"]}
+        assert f"namespace {MIXED}: deployment/{name}: rollout under way, 1 pod(s) not guarded yet" in after["attention"]
+    table = status(control_plane, "--webhook-deployment", NEXT, "-n", MIXED).stdout
+    assert "restart: " not in table
+    for name in restarted:
+        (new,) = [p["name"] for p in workloads[f"deployment/{name}"]["pods"] if p["new"]]
+        assert f"rollout under way: deployment/{name} (1 of 1 pods updated, 1 old pod(s) not yet replaced); new pods guarded: {new}" in table
+
 
 def test_the_policy_is_read_from_the_installed_deployment(control_plane, installed, capsys):
     """The overlay as applied: the ConfigMap's name is kustomize's, with its content hash."""

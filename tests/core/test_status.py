@@ -16,22 +16,29 @@ from webhook.core import conventions
 from webhook.core.mutation import apply_patch, mutate_pod
 from webhook.core.policy import default_policy
 from webhook.ops import certs
-from webhook.ops.status import flag, image_version, mounted
+from webhook.ops.status import flag, image_version, mounted, probe
 from webhook.ops.status_report import (
     AUDITED,
+    COMPLETE,
     GUARDED,
+    MANUAL,
     SKIPPED,
     STALE,
+    STUCK,
+    UNDER_WAY,
     UNGUARDED,
+    WAITING,
     NamespaceReport,
     Running,
     StatusReport,
     as_table,
+    clean,
     namespace_report,
     owner,
     pod_state,
+    rollout,
 )
-from webhook.ops.webhook_health import certificate_check, configuration_checks, endpoints_check
+from webhook.ops.webhook_health import Probe, certificate_check, configuration_checks, endpoints_check, plain, urls
 
 POLICY = default_policy()
 RUNNING = Running(POLICY, "the embedded default", "0.1.0", "the webhook's image tag")
@@ -137,6 +144,109 @@ def test_audit_namespaces_ask_for_no_restart_even_with_stale_pods():
         assert len(StatusReport(RUNNING, "pg", [], [report]).attention()) == attention
 
 
+def busybox(name: str, annotation: str) -> dict:
+    return {"metadata": {"name": name, "annotations": {conventions.STATUS_ANNOTATION: annotation}},
+            "spec": {"containers": [{"name": "busybox", "image": "busybox:1.36"}]}}
+
+
+def test_an_annotation_makes_no_pod_plane_s_and_none_guarded():
+    current = guarded(worker())["metadata"]["annotations"][conventions.STATUS_ANNOTATION]
+    forged = [busybox(name, value) for name, value in
+              (("bad-json", "{not json"), ("list", "[1,2]"), ("huge", "x" * 200_000), ("future", '{"version":"99.0.0"}'), ("copy", current))]
+    assert namespace_report("plane", "enabled", {}, forged, RUNNING).workloads == []
+
+    copied = worker()
+    copied["metadata"]["annotations"] = {conventions.STATUS_ANNOTATION: current}
+    state = pod_state(copied, RUNNING, audit=False)
+    assert state.state == UNGUARDED
+    assert state.detail.startswith(f"its {conventions.STATUS_ANNOTATION} annotation names the running policy, but 11 of plane-guard's "
+                                   "changes missing (plane-worker:entrypoint, plane-worker:runtime-volume-mount, pod:runtime-volume, +8 more)")
+    assert pod_state(copied, RUNNING, audit=True).state == AUDITED
+    # An old annotation on an unchanged pod is not stale either: nothing of plane-guard is in it.
+    old = json.dumps(dict(json.loads(current), policy="0123456789ab"))
+    copied["metadata"]["annotations"][conventions.STATUS_ANNOTATION] = old
+    assert pod_state(copied, RUNNING, audit=False).state == UNGUARDED
+    # A pod guarded by an older policy still shows the runtime: stale, as before.
+    stale = guarded(worker())
+    stale["metadata"]["annotations"][conventions.STATUS_ANNOTATION] = old
+    assert pod_state(stale, RUNNING, audit=False).state == STALE
+
+
+def test_values_from_the_cluster_are_cut_and_escaped_in_the_table():
+    hostile = guarded(worker())
+    record = json.loads(hostile["metadata"]["annotations"][conventions.STATUS_ANNOTATION])
+    record["policy"] = "\x1b[2J\nnothing needs attention\n" + "A" * 200_000
+    hostile["metadata"]["annotations"][conventions.STATUS_ANNOTATION] = json.dumps(record)
+    state = pod_state(hostile, RUNNING, audit=False)
+    assert state.state == STALE and len(state.detail) < 200 and "\x1b" not in state.detail
+    odd = worker("odd")
+    odd["spec"]["containers"][0]["command"] = ["python", "-c", "\x1b]0;owned\x07\u202eevil"]
+    report = namespace_report("plane", "enabled", {}, [owned(hostile, "ReplicaSet", "plane-worker-wl-7d9f8b6c5"), odd], RUNNING)
+    text = as_table(StatusReport(RUNNING, "pg", [], [report]))
+    assert not [c for c in text if (ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) <= 0x9F or c == "\u202e"]
+    assert "nothing needs attention" not in text.splitlines() and max(len(line) for line in text.splitlines()) < 400
+    assert "\\x1b]0;owned\\x07\\u202eevil" in text
+
+
+def test_clean_escapes_controls_and_says_what_it_cut():
+    assert clean("a\x1b[2Jb\nc") == "a\\x1b[2Jb\\x0ac"
+    assert clean("x" * 300, 50) == "x" * 35 + "... (300 chars)"
+    assert clean([1, 2]) == "[1, 2]" and clean(None) == "null"
+    assert plain("validation failed: cert is not valid at validation time (encountered processing <Certificate(subject=<Name(CN=x)>, ...)>)") == (
+        "cert is not valid at validation time")
+
+
+# --------------------------------------------------------------------------- rollouts
+
+
+def deployment_object(generation: int = 2, observed: int = 2, replicas: int = 1, updated: int = 1, total: int = 1, available: int = 1,
+                      revision: str = "2", reason: str = "NewReplicaSetAvailable") -> dict:
+    return {"metadata": {"name": "plane-worker-wl", "generation": generation, "annotations": {"deployment.kubernetes.io/revision": revision}},
+            "spec": {"replicas": replicas},
+            "status": {"observedGeneration": observed, "replicas": total, "updatedReplicas": updated, "availableReplicas": available,
+                       "conditions": [{"type": "Progressing", "status": "False" if reason == "ProgressDeadlineExceeded" else "True",
+                                       "reason": reason}]}}
+
+
+def replicaset(template_hash: str, revision: str) -> dict:
+    return {"metadata": {"name": f"plane-worker-wl-{template_hash}", "labels": {"pod-template-hash": template_hash},
+                         "annotations": {"deployment.kubernetes.io/revision": revision},
+                         "ownerReferences": [{"kind": "Deployment", "name": "plane-worker-wl", "controller": True}]}}
+
+
+def test_a_deployment_s_rollout_is_read_as_kubectl_rollout_status_reads_it():
+    assert rollout("Deployment", deployment_object(), []).state == COMPLETE
+    assert rollout("Deployment", deployment_object(observed=1), []).state == UNDER_WAY
+    assert rollout("Deployment", deployment_object(total=2), []).detail == "1 of 1 pods updated, 1 old pod(s) not yet replaced"
+    assert rollout("Deployment", deployment_object(available=0), []).state == WAITING
+    assert rollout("Deployment", deployment_object(updated=0, total=0, available=0), []).state == WAITING
+    assert rollout("Deployment", deployment_object(total=2, reason="ProgressDeadlineExceeded"), []).state == STUCK
+    assert rollout("StatefulSet", {"spec": {"updateStrategy": {"type": "OnDelete"}}}, []).state == MANUAL
+    assert rollout("DaemonSet", {"metadata": {"generation": 3}, "spec": {},
+                                 "status": {"observedGeneration": 3, "desiredNumberScheduled": 2, "updatedNumberScheduled": 1}}, []).state == UNDER_WAY
+
+
+def test_during_a_rollout_the_new_pods_are_named_and_no_restart_line_repeats_it():
+    old = owned(worker("plane-worker-wl-7d9f8b6c5-abcde"), "ReplicaSet", "plane-worker-wl-7d9f8b6c5")
+    new = guarded(owned(worker("plane-worker-wl-5f6d7c8b9-fghij"), "ReplicaSet", "plane-worker-wl-5f6d7c8b9"))
+    new["metadata"]["labels"]["pod-template-hash"] = "5f6d7c8b9"
+    template = {"metadata": worker()["metadata"], "spec": worker()["spec"]}
+    workload = dict(deployment_object(total=2), spec={"replicas": 1, "template": template})
+    report = namespace_report("plane", "enabled", {"Deployment": [workload]}, [old, new], RUNNING,
+                              [replicaset("7d9f8b6c5", "1"), replicaset("5f6d7c8b9", "2")])
+    (found,) = report.workloads
+    assert found.rolling and {p.name: (p.state, p.new) for p in found.pods} == {
+        "plane-worker-wl-7d9f8b6c5-abcde": (UNGUARDED, False), "plane-worker-wl-5f6d7c8b9-fghij": (GUARDED, True)}
+    assert report.restart_command() is None and report.to_restart() == []
+    text = as_table(StatusReport(RUNNING, "pg", [], [report]))
+    assert ("rollout under way: deployment/plane-worker-wl (1 of 1 pods updated, 1 old pod(s) not yet replaced); "
+            "new pods guarded: plane-worker-wl-5f6d7c8b9-fghij") in text
+    assert "- namespace plane: deployment/plane-worker-wl: rollout under way, 1 pod(s) not guarded yet" in text
+    # Once no old pod is left, the rollout is over and nothing is marked new or old.
+    done = namespace_report("plane", "enabled", {"Deployment": [dict(workload, status=deployment_object()["status"])]}, [new], RUNNING)
+    assert [p.new for w in done.workloads for p in w.pods] == [None]
+
+
 # --------------------------------------------------------------------------- the webhook Deployment
 
 
@@ -190,10 +300,10 @@ def test_the_ca_bundle_must_verify_the_serving_certificate_for_the_name_the_api_
     chain = [x509.load_pem_x509_certificate(bundle.cert_pem)]
     (ok,) = configuration_checks("MutatingWebhookConfiguration", "pg", configuration(bundle.ca_pem), chain, NOW)
     assert ok.ok and ok.detail.endswith("verifies the serving certificate for plane-guard.plane-guard.svc")
-    (by_ip,) = configuration_checks("MutatingWebhookConfiguration", "pg", configuration(bundle.ca_pem, url="https://127.0.0.1:8443/mutate"), chain, NOW)
-    assert by_ip.ok
-    (by_name,) = configuration_checks("MutatingWebhookConfiguration", "pg", configuration(bundle.ca_pem, url="https://webhook.example.com/mutate"), chain, NOW)
-    assert not by_name.ok and "does not verify against the caBundle for webhook.example.com" in by_name.detail
+    elsewhere = configuration(bundle.ca_pem, service={"namespace": "other", "name": "plane-guard", "path": "/mutate"})
+    (by_name,) = configuration_checks("MutatingWebhookConfiguration", "pg", elsewhere, chain, NOW)
+    assert not by_name.ok and by_name.detail == ("Service other/plane-guard: the serving certificate does not verify against the "
+                                                 "caBundle for plane-guard.other.svc: leaf certificate has no matching subjectAltName")
     other = certs.generate("plane-guard", "plane-guard", 30)
     (wrong_ca,) = configuration_checks("MutatingWebhookConfiguration", "pg", configuration(other.ca_pem), chain, NOW)
     assert not wrong_ca.ok and "holds no CA that signed the serving certificate" in wrong_ca.detail
@@ -207,11 +317,74 @@ def test_the_ca_bundle_must_verify_the_serving_certificate_for_the_name_the_api_
     assert unreadable.detail == "the caBundle is not base64 PEM certificates"
     (absent,) = configuration_checks("MutatingWebhookConfiguration", "pg", None, chain, NOW)
     assert not absent.ok and absent.subject == "MutatingWebhookConfiguration pg"
+    (unread,) = configuration_checks("MutatingWebhookConfiguration", "pg", configuration(bundle.ca_pem), None, NOW, no_chain="no read access")
+    assert (unread.ok, unread.done) == (False, False) and unread.detail.endswith("not checked against the serving certificate: no read access")
+
+
+def test_a_url_webhook_is_judged_by_what_answers_at_its_url(bundle):
+    """The probe (a TLS handshake trusting only the caBundle) decides, not the Secret's certificate."""
+    url = "https://127.0.0.1:8443/mutate"
+    hooks = configuration(bundle.ca_pem, url=url)
+    (answered,) = configuration_checks("MutatingWebhookConfiguration", "pg", hooks, None, NOW, {url: Probe(None)})
+    assert answered.ok and answered.detail == f"URL {url}: answers here, and the caBundle verifies its certificate for 127.0.0.1"
+    (refused,) = configuration_checks("MutatingWebhookConfiguration", "pg", hooks, None, NOW, {url: Probe("not reachable from here: Connection refused")})
+    assert not refused.ok and refused.done and refused.detail.startswith(f"URL {url}: not reachable from here: Connection refused; ")
+    (unprobed,) = configuration_checks("MutatingWebhookConfiguration", "pg", hooks, None, NOW)
+    assert (unprobed.ok, unprobed.done) == (False, False) and unprobed.detail.endswith("reachability not checked")
+    (unresolved,) = configuration_checks("MutatingWebhookConfiguration", "pg", hooks, None, NOW, {url: Probe("x does not resolve here", done=False)})
+    assert (unresolved.ok, unresolved.done) == (False, False) and unresolved.detail.endswith("reachability not checked: x does not resolve here")
+    assert urls(hooks, hooks, configuration(bundle.ca_pem)) == [(url, bundle.ca_pem)]
+
+
+def test_the_url_probe_verifies_the_certificate_a_real_server_presents(bundle, tmp_path):
+    """Against a TLS listener on loopback: trusted, untrusted CA, wrong name, and nothing listening."""
+    import socket
+    import ssl
+    import threading
+
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert.write_bytes(bundle.cert_pem)
+    key.write_bytes(bundle.key_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            try:
+                with context.wrap_socket(connection, server_side=True):
+                    pass
+            except (ssl.SSLError, OSError):
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        assert probe(f"https://127.0.0.1:{port}/mutate", bundle.ca_pem) == Probe(None)
+        other = certs.generate("plane-guard", "plane-guard", 30)
+        untrusted = probe(f"https://127.0.0.1:{port}/mutate", other.ca_pem).problem
+        assert untrusted is not None and untrusted.startswith("its certificate does not verify against the caBundle: ")
+        wrong_name = probe(f"https://localhost:{port}/mutate", bundle.ca_pem).problem
+        assert wrong_name is not None and "does not verify" in wrong_name and "<" not in wrong_name
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+    assert probe(f"https://127.0.0.1:{port}/mutate", bundle.ca_pem) == Probe("not reachable from here: Connection refused")
 
 
 def test_certificate_expiry_against_the_threshold(bundle):
     chain = [x509.load_pem_x509_certificate(bundle.cert_pem)]
     assert certificate_check("c", chain, NOW, 21).ok
+    early = certificate_check("c", chain, NOW - dt.timedelta(days=1), 0)
+    assert not early.ok and early.detail.startswith("not valid before ")
     assert "under the 40-day threshold" in certificate_check("c", chain, NOW, 40).detail
     assert certificate_check("c", chain, NOW + dt.timedelta(days=31), 0).detail.startswith("expired on ")
 

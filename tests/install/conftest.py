@@ -31,6 +31,8 @@ TARGETS = {
     "base": BASE,
     **{f"overlays/{name}": MANIFESTS / "overlays" / name for name in OVERLAYS},
     "examples": MANIFESTS / "examples",
+    # Optional: the rights of `plane-guard restart` (not part of any overlay).
+    "restart": MANIFESTS / "restart",
 }
 #: Overlays that install a working webhook (the base alone has no certificate).
 INSTALLABLE = tuple(f"overlays/{name}" for name in OVERLAYS)

@@ -1,15 +1,20 @@
-"""What ``plane-guard status`` reports: the state of every Plane pod, by workload and namespace.
+"""What ``plane-guard status`` and ``plane-guard restart`` see: the state of every Plane pod, by
+workload and namespace, and where each workload's rollout stands.
 
-Pure: objects as the API server returns them (JSON) in, a report out. Which pods are Plane's,
-and why one is left alone, come from the mutation itself (``mutate_pod``, ``pod_roles``), so the
-report never disagrees with what the webhook does to a pod created now.
+Pure: objects as the API server returns them (JSON) in, a report out. Both commands classify
+pods here, so they never disagree. Which pods are Plane's, and what plane-guard does to them,
+come from the webhook's own code (``mutate_pod``, ``role_of``): a pod is listed when one of its
+containers runs an image of the policy's roles, and its verdict follows the roles' commands, as
+the webhook's decision does. An annotation alone never makes a pod Plane's, nor guarded.
 
 A pod is:
 
-- ``guarded``: its ``plane-guard.io/status`` annotation names the running policy and version;
-- ``stale``: the annotation names another policy digest or plane-guard version;
-- ``unguarded``: no annotation, and plane-guard would change it (created before the namespace
-  opted in, or while the webhook was down: ``failurePolicy: Ignore``);
+- ``guarded``: its ``plane-guard.io/status`` annotation names the running policy and version,
+  and the pod shows the changes (plane-guard would change nothing more);
+- ``stale``: the annotation names another policy digest or plane-guard version, and the pod
+  shows plane-guard's runtime (init container, volume, wrapped commands);
+- ``unguarded``: plane-guard would change it, with or without an annotation (created before the
+  namespace opted in, while the webhook was down, or with an annotation copied onto it);
 - ``audited``: the same in a namespace in audit mode, where plane-guard never changes a pod;
 - ``skipped``: plane-guard leaves it alone, and the detail says why.
 """
@@ -17,7 +22,8 @@ A pod is:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +48,43 @@ HINTS = {
     "Pod": "a pod of no workload: delete and re-create it",
 }
 FINISHED_PHASES = ("Succeeded", "Failed")
+#: The changes that show plane-guard's runtime in a pod, whatever the policy's values.
+RUNTIME_CHANGES = re.compile(r"^(pod:runtime-volume|pod:runtime-init-container|[^:]+:entrypoint|[^:]+:runtime-volume-mount)$")
+#: Where a rollout stands (``Rollout.state``).
+COMPLETE, UNDER_WAY, WAITING, STUCK, MANUAL = "complete", "under way", "waiting", "stuck", "manual"
+REVISION = "deployment.kubernetes.io/revision"
+
+
+# --------------------------------------------------------------------------- text from the cluster
+
+#: C0 and C1 controls, DEL, and the Unicode line separators and bidirectional overrides that
+#: can move or hide text on a terminal.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(value: Any, limit: int = 120) -> str:
+    """One printable line of at most ``limit`` characters: anything read from the cluster goes
+    through here before it is printed (controls escaped as ``\\xNN``, the rest cut, and the
+    original length said)."""
+    if not isinstance(value, str):
+        try:
+            value = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+        except (TypeError, ValueError, RecursionError):
+            value = type(value).__name__
+    total = len(value)
+    text = _UNSAFE.sub(_escape, value[: limit * 4])
+    if total <= limit and len(text) <= limit:
+        return text
+    suffix = f"... ({total} chars)"
+    return text[: max(limit - len(suffix), 1)] + suffix
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+# --------------------------------------------------------------------------- pods
 
 
 @dataclass(frozen=True)
@@ -61,41 +104,8 @@ class PodState:
     name: str
     state: str
     detail: str
-
-
-@dataclass
-class WorkloadReport:
-    kind: str
-    name: str
-    roles: dict[str, str] = field(default_factory=dict)
-    pods: list[PodState] = field(default_factory=list)
-
-    @property
-    def target(self) -> str:
-        return f"{self.kind.lower()}/{self.name}"
-
-    def count(self, *states: str) -> int:
-        return sum(1 for pod in self.pods if pod.state in states)
-
-
-@dataclass
-class NamespaceReport:
-    name: str
-    mode: str
-    note: str = ""
-    workloads: list[WorkloadReport] = field(default_factory=list)
-
-    @property
-    def enforced(self) -> bool:
-        return self.mode == "enabled"
-
-    def to_restart(self) -> list[WorkloadReport]:
-        """Workloads with unguarded or stale pods; none in audit mode, where a restart guards nothing."""
-        return [w for w in self.workloads if self.enforced and w.count(*NEEDS_RESTART)]
-
-    def restart_command(self) -> str | None:
-        targets = [w.target for w in self.to_restart() if w.kind in RESTARTABLE]
-        return f"kubectl -n {self.name} rollout restart {' '.join(targets)}" if targets else None
+    #: During a rollout: True for a pod of the workload's current template, False for an old one.
+    new: bool | None = None
 
 
 def recorded_status(pod: dict[str, Any]) -> dict[str, Any] | None:
@@ -105,15 +115,14 @@ def recorded_status(pod: dict[str, Any]) -> dict[str, Any] | None:
         return None
     try:
         record = json.loads(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return {}
     return record if isinstance(record, dict) else {}
 
 
 def is_plane(pod: dict[str, Any], policy: Policy) -> bool:
-    """A pod (or template) with a container on a Plane backend image, or one plane-guard annotated."""
-    if recorded_status(pod) is not None:
-        return True
+    """A pod (or template) with a container on an image of one of the policy's roles (the
+    webhook's matchConditions let exactly these through). Annotations play no part."""
     containers = as_map(pod.get("spec")).get("containers")
     return any(
         isinstance(c, dict) and isinstance(c.get("image"), str) and any(p.search(c["image"]) for p in policy.plane_images)
@@ -133,28 +142,49 @@ def skip_reason(outcome: Outcome) -> str:
     return "left unchanged: " + ", ".join(outcome.reasons)
 
 
+def _missing(changes: Sequence[str]) -> str:
+    """The changes a pod lacks, plane-guard's runtime (init container, volume, wrapper) first."""
+    changes = sorted(changes, key=lambda c: not RUNTIME_CHANGES.match(c))
+    shown = ", ".join(changes[:3]) + (f", +{len(changes) - 3} more" if len(changes) > 3 else "")
+    return f"{len(changes)} of plane-guard's changes missing ({shown})"
+
+
 def pod_state(pod: dict[str, Any], running: Running, audit: bool) -> PodState:
-    name = str(as_map(pod.get("metadata")).get("name", ""))
-    record = recorded_status(pod)
-    if record is not None:
-        if not record:
-            return PodState(name, STALE, f"unreadable {conventions.STATUS_ANNOTATION} annotation")
-        digest, version = running.policy.digest, running.version
-        differs = []
-        if record.get("policy") != digest:
-            differs.append(f"policy {record.get('policy')} (running {digest})")
-        if record.get("version") != version:
-            differs.append(f"plane-guard {record.get('version')} (running {version})")
-        if differs:
-            return PodState(name, STALE, "guarded by " + " and ".join(differs))
-        return PodState(name, GUARDED, f"policy {digest}, plane-guard {version}")
+    """The verdict on one live pod. The annotation is checked against the pod itself: the
+    webhook's own mutation, run again, must find nothing left to do."""
+    name = clean(as_map(pod.get("metadata")).get("name", ""), 253)
     outcome = mutate_pod(pod, running.policy)
-    if not outcome.patch:
+    if not outcome.matched:
         return PodState(name, SKIPPED, skip_reason(outcome))
-    changes = f"plane-guard would make {len(outcome.changes)} changes"
-    if audit:
-        return PodState(name, AUDITED, f"audit mode: reported, not changed ({changes} when enabled)")
-    return PodState(name, UNGUARDED, f"created before the namespace opted in or while the webhook was down ({changes})")
+    record = recorded_status(pod)
+    unchanged = AUDITED if audit else UNGUARDED
+    if record is None:
+        if not outcome.changes:
+            return PodState(name, SKIPPED, skip_reason(outcome))
+        changes = f"plane-guard would make {len(outcome.changes)} changes"
+        if audit:
+            return PodState(name, AUDITED, f"audit mode: reported, not changed ({changes} when enabled)")
+        return PodState(name, UNGUARDED, f"created before the namespace opted in or while the webhook was down ({changes})")
+    annotation = conventions.STATUS_ANNOTATION
+    runtime_missing = [c for c in outcome.changes if RUNTIME_CHANGES.match(c)]
+    if not record:
+        if runtime_missing:
+            return PodState(name, unchanged, f"unreadable {annotation} annotation, and {_missing(runtime_missing)}")
+        return PodState(name, STALE, f"unreadable {annotation} annotation")
+    digest, version = running.policy.digest, running.version
+    differs = []
+    if record.get("policy") != digest:
+        differs.append(f"policy {clean(record.get('policy'), 64)} (running {digest})")
+    if record.get("version") != version:
+        differs.append(f"plane-guard {clean(record.get('version'), 64)} (running {version})")
+    if differs:
+        if runtime_missing:
+            return PodState(name, unchanged, f"its {annotation} annotation names {' and '.join(differs)}, but {_missing(runtime_missing)}")
+        return PodState(name, STALE, "guarded by " + " and ".join(differs))
+    if outcome.changes:
+        return PodState(name, unchanged, f"its {annotation} annotation names the running policy, but {_missing(list(outcome.changes))}: "
+                                         "the annotation was copied or the pod edited")
+    return PodState(name, GUARDED, f"policy {digest}, plane-guard {version}")
 
 
 def _controller(metadata: dict[str, Any]) -> dict[str, Any] | None:
@@ -182,8 +212,170 @@ def _template(kind: str, workload: dict[str, Any]) -> dict[str, Any]:
     return template if isinstance(template, dict) else {}
 
 
+# --------------------------------------------------------------------------- rollouts
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Where a Deployment's, StatefulSet's or DaemonSet's rollout stands, read as ``kubectl
+    rollout status`` reads it, and which of its pods come from its current template."""
+
+    state: str
+    detail: str
+    #: Names of the pods of the current template; None when that cannot be told yet.
+    new_pods: frozenset[str] | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.state == COMPLETE
+
+
+def _int(value: Any, default: int = 0) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    conditions = status.get("conditions")
+    found = [c for c in conditions if isinstance(c, dict) and c.get("type") == kind] if isinstance(conditions, list) else []
+    return found[0] if found else {}
+
+
+def _names(pods: Iterable[dict[str, Any]], label: str, value: Any) -> frozenset[str] | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return frozenset(str(as_map(p.get("metadata")).get("name")) for p in pods
+                     if as_map(as_map(p.get("metadata")).get("labels")).get(label) == value)
+
+
+def _current_replicaset(deployment: dict[str, Any], replicasets: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """The ReplicaSet of the Deployment's current template: its revision is the Deployment's."""
+    metadata = as_map(deployment.get("metadata"))
+    revision = as_map(metadata.get("annotations")).get(REVISION)
+    for replicaset in replicasets:
+        rs_metadata = as_map(replicaset.get("metadata"))
+        reference = _controller(rs_metadata)
+        if reference is None or reference.get("kind") != "Deployment" or reference.get("name") != metadata.get("name"):
+            continue
+        if revision is not None and as_map(rs_metadata.get("annotations")).get(REVISION) == revision:
+            return replicaset
+    return None
+
+
+def rollout(kind: str, workload: dict[str, Any], pods: Sequence[dict[str, Any]], replicasets: Sequence[dict[str, Any]] = ()) -> Rollout:
+    """The rollout of one workload (``pods``: its live pods). ``complete`` is what ``kubectl
+    rollout status`` calls successfully rolled out; ``under way``: old pods are still being
+    replaced; ``waiting``: every pod is of the current template, not all available yet;
+    ``stuck``: past its progress deadline; ``manual``: the OnDelete strategy replaces no pod."""
+    metadata, spec, status = as_map(workload.get("metadata")), as_map(workload.get("spec")), as_map(workload.get("status"))
+    generation, observed = _int(metadata.get("generation")), _int(status.get("observedGeneration"))
+    if kind == "Deployment":
+        replicaset = _current_replicaset(workload, replicasets)
+        template_hash = as_map(as_map(as_map(replicaset).get("metadata")).get("labels")).get("pod-template-hash")
+        new = _names(pods, "pod-template-hash", template_hash)
+        progressing = _condition(status, "Progressing")
+        if progressing.get("reason") == "ProgressDeadlineExceeded":
+            return Rollout(STUCK, "its rollout exceeded its progress deadline (ProgressDeadlineExceeded)", new)
+        wanted = _int(spec.get("replicas"), 1)
+        updated, total, available = _int(status.get("updatedReplicas")), _int(status.get("replicas")), _int(status.get("availableReplicas"))
+        if observed < generation:
+            return Rollout(UNDER_WAY, "the new template is not yet observed by the controller", new)
+        if total > updated:
+            return Rollout(UNDER_WAY, f"{updated} of {wanted} pods updated, {total - updated} old pod(s) not yet replaced", new)
+        if updated < wanted:
+            return Rollout(WAITING, f"{updated} of {wanted} pods created", new)
+        if available < updated:
+            return Rollout(WAITING, f"{available} of {updated} pods available", new)
+        return Rollout(COMPLETE, f"{available} of {wanted} pods available", new)
+    if kind == "StatefulSet":
+        new = _names(pods, "controller-revision-hash", status.get("updateRevision"))
+        if as_map(spec.get("updateStrategy")).get("type") == "OnDelete":
+            return Rollout(MANUAL, "updateStrategy OnDelete: a restart replaces no pod (delete them yourself)", new)
+        wanted = _int(spec.get("replicas"), 1)
+        if observed < generation or not observed:
+            return Rollout(UNDER_WAY, "the new template is not yet observed by the controller", new)
+        partition = _int(as_map(as_map(spec.get("updateStrategy")).get("rollingUpdate")).get("partition"))
+        if status.get("updateRevision") != status.get("currentRevision") and not partition:
+            return Rollout(UNDER_WAY, f"{_int(status.get('updatedReplicas'))} of {wanted} pods updated", new)
+        ready = _int(status.get("availableReplicas", status.get("readyReplicas")))
+        if ready < wanted:
+            return Rollout(WAITING, f"{ready} of {wanted} pods available", new)
+        return Rollout(COMPLETE, f"{ready} of {wanted} pods available", new)
+    if kind == "DaemonSet":
+        new = _names(pods, "pod-template-generation", str(generation) if generation else None)
+        if as_map(spec.get("updateStrategy")).get("type") == "OnDelete":
+            return Rollout(MANUAL, "updateStrategy OnDelete: a restart replaces no pod (delete them yourself)", new)
+        wanted = _int(status.get("desiredNumberScheduled"))
+        if observed < generation:
+            return Rollout(UNDER_WAY, "the new template is not yet observed by the controller", new)
+        updated, available = _int(status.get("updatedNumberScheduled")), _int(status.get("numberAvailable"))
+        if updated < wanted:
+            return Rollout(UNDER_WAY, f"{updated} of {wanted} pods updated", new)
+        if available < wanted:
+            return Rollout(WAITING, f"{available} of {wanted} pods available", new)
+        return Rollout(COMPLETE, f"{available} of {wanted} pods available", new)
+    return Rollout(MANUAL, f"a {kind} has no rollout", None)
+
+
+# --------------------------------------------------------------------------- workloads and namespaces
+
+
+@dataclass
+class WorkloadReport:
+    kind: str
+    name: str
+    roles: dict[str, str] = field(default_factory=dict)
+    pods: list[PodState] = field(default_factory=list)
+    #: The workload's rollout (Deployments, StatefulSets, DaemonSets that were listed).
+    rollout: Rollout | None = None
+    #: The workload object as read (for ``restart``: its template labels and resourceVersion).
+    source: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def target(self) -> str:
+        return f"{self.kind.lower()}/{self.name}"
+
+    def count(self, *states: str) -> int:
+        return sum(1 for pod in self.pods if pod.state in states)
+
+    @property
+    def rolling(self) -> bool:
+        """A rollout is replacing its pods now: a restart line would only repeat it."""
+        return self.rollout is not None and self.rollout.state == UNDER_WAY
+
+    def new_pods(self, *states: str) -> list[str]:
+        return [p.name for p in self.pods if p.new and (not states or p.state in states)]
+
+
+@dataclass
+class NamespaceReport:
+    name: str
+    mode: str
+    note: str = ""
+    workloads: list[WorkloadReport] = field(default_factory=list)
+
+    @property
+    def enforced(self) -> bool:
+        return self.mode == "enabled"
+
+    def needing(self) -> list[WorkloadReport]:
+        """Workloads with unguarded or stale pods; none in audit mode, where a restart guards nothing."""
+        return [w for w in self.workloads if self.enforced and w.count(*NEEDS_RESTART)]
+
+    def to_restart(self) -> list[WorkloadReport]:
+        """The workloads to restart: those with unguarded or stale pods and no rollout under way."""
+        return [w for w in self.needing() if not w.rolling]
+
+    def rolling(self) -> list[WorkloadReport]:
+        """Workloads whose rollout is under way while some of their pods are unguarded or stale."""
+        return [w for w in self.needing() if w.rolling]
+
+    def restart_command(self) -> str | None:
+        targets = [w.target for w in self.to_restart() if w.kind in RESTARTABLE]
+        return f"kubectl -n {self.name} rollout restart {' '.join(targets)}" if targets else None
+
+
 def namespace_report(name: str, mode: str, workloads: dict[str, list[dict[str, Any]]], pods: list[dict[str, Any]],
-                     running: Running) -> NamespaceReport:
+                     running: Running, replicasets: Sequence[dict[str, Any]] = ()) -> NamespaceReport:
     """Every Plane workload of the namespace (``workloads``: kind -> objects) with its live pods."""
     policy = running.policy
     audit = mode == "audit"
@@ -193,14 +385,17 @@ def namespace_report(name: str, mode: str, workloads: dict[str, list[dict[str, A
         if reference is not None and reference.get("kind") == "CronJob":
             cronjob_of[as_map(job.get("metadata")).get("name")] = reference.get("name")
     found: dict[tuple[str, str], WorkloadReport] = {}
+    objects: dict[tuple[str, str], dict[str, Any]] = {}
     for kind in TEMPLATE_PATHS.keys() & workloads.keys():
         for workload in workloads[kind]:
             workload_id = str(as_map(workload.get("metadata")).get("name", ""))
             if kind == "Job" and workload_id in cronjob_of:
                 continue  # listed under its CronJob
+            objects[(kind, workload_id)] = workload
             template = _template(kind, workload)
             if is_plane(template, policy):
-                found[(kind, workload_id)] = WorkloadReport(kind, workload_id, pod_roles(template, policy))
+                found[(kind, workload_id)] = WorkloadReport(kind, workload_id, pod_roles(template, policy), source=workload)
+    live: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for pod in pods:
         metadata = as_map(pod.get("metadata"))
         if metadata.get("deletionTimestamp") or as_map(pod.get("status")).get("phase") in FINISHED_PHASES:
@@ -208,13 +403,27 @@ def namespace_report(name: str, mode: str, workloads: dict[str, list[dict[str, A
         if not is_plane(pod, policy):
             continue
         key = owner(pod, cronjob_of)  # type: ignore[arg-type]
-        report = found.setdefault(key, WorkloadReport(*key))
-        report.roles = report.roles or pod_roles(pod, policy)
-        report.pods.append(pod_state(pod, running, audit))
+        live.setdefault(key, []).append(pod)
+    for key, owned in live.items():
+        report = found.setdefault(key, WorkloadReport(*key, source=objects.get(key)))
+        report.roles = report.roles or pod_roles(owned[0], policy)
+    for key, report in found.items():
+        owned = live.get(key, [])
+        if report.kind in RESTARTABLE and report.source is not None:
+            report.rollout = rollout(report.kind, report.source, owned, replicasets)
+        new = report.rollout.new_pods if report.rollout is not None and report.rolling else None
+        for pod in owned:
+            state = pod_state(pod, running, audit)
+            if new is not None:
+                state = PodState(state.name, state.state, state.detail, str(as_map(pod.get("metadata")).get("name")) in new)
+            report.pods.append(state)
     ordered = sorted(found.values(), key=lambda w: (KIND_ORDER.index(w.kind) if w.kind in KIND_ORDER else len(KIND_ORDER), w.name))
     for report in ordered:
         report.pods.sort(key=lambda p: p.name)
     return NamespaceReport(name, mode, workloads=ordered)
+
+
+# --------------------------------------------------------------------------- the report
 
 
 @dataclass
@@ -225,10 +434,13 @@ class StatusReport:
     deployment: str
     checks: list[Any] = field(default_factory=list)  # webhook_health.Check
     namespaces: list[NamespaceReport] = field(default_factory=list)
+    #: The webhook Deployment's own rollout (a new policy or version reaching its pods).
+    webhook_rollout: Rollout | None = None
 
     def attention(self) -> list[str]:
-        """One line per thing that needs someone: empty when all is well (exit 0)."""
-        found = [f"{c.subject}: {c.detail}" for c in self.checks if not c.ok]
+        """One line per thing that needs someone: empty when all is well (exit 0). A check that
+        could not be done (no read access) is shown, not counted."""
+        found = [f"{clean(c.subject)}: {clean(c.detail, 300)}" for c in self.checks if not c.ok and c.done]
         for namespace in self.namespaces:
             workloads = namespace.to_restart()
             if workloads:
@@ -236,7 +448,17 @@ class StatusReport:
                 unguarded = sum(w.count(UNGUARDED) for w in workloads)
                 found.append(f"namespace {namespace.name}: {stale + unguarded} pod(s) to replace "
                              f"({unguarded} unguarded, {stale} stale) in {len(workloads)} workload(s)")
+            for w in namespace.rolling():
+                found.append(f"namespace {namespace.name}: {w.target}: rollout under way, "
+                             f"{w.count(*NEEDS_RESTART)} pod(s) not guarded yet")
         return found
+
+
+def _rollout_line(w: WorkloadReport) -> str:
+    guarded = w.new_pods(GUARDED)
+    waiting = [p for p in w.new_pods() if p not in guarded]
+    line = f"rollout under way: {w.target} ({w.rollout.detail if w.rollout else ''}); new pods guarded: {', '.join(guarded) or 'none yet'}"
+    return line + (f"; new pods not guarded: {', '.join(waiting)}" if waiting else "")
 
 
 def as_json(report: StatusReport) -> dict[str, Any]:
@@ -251,7 +473,7 @@ def as_json(report: StatusReport) -> dict[str, Any]:
             "policy": running.policy.digest,
             "policySource": running.policy_source,
             "mode": "audit" if running.server_audit else "enforce",
-            "checks": [{"subject": c.subject, "ok": c.ok, "detail": c.detail} for c in report.checks],
+            "checks": [{"subject": c.subject, "ok": c.ok, "done": c.done, "detail": c.detail} for c in report.checks],
         },
         "namespaces": [
             {
@@ -268,7 +490,8 @@ def as_json(report: StatusReport) -> dict[str, Any]:
                         "restart": f"kubectl -n {namespace.name} rollout restart {w.target}"
                         if w.kind in RESTARTABLE and w in namespace.to_restart() else None,
                         "hint": HINTS.get(w.kind) if w in namespace.to_restart() else None,
-                        "pods": [{"name": p.name, "state": p.state, "detail": p.detail} for p in w.pods],
+                        "rollout": {"state": w.rollout.state, "detail": w.rollout.detail} if w.rollout else None,
+                        "pods": [{"name": p.name, "state": p.state, "detail": p.detail, "new": p.new} for p in w.pods],
                     }
                     for w in namespace.workloads
                 ],
@@ -278,33 +501,43 @@ def as_json(report: StatusReport) -> dict[str, Any]:
     }
 
 
-def _columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return ["  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[-1]]).rstrip() for row in rows]
+def columns(rows: Sequence[tuple[str, ...]], limits: Sequence[int]) -> list[str]:
+    """Aligned columns, each cell cleaned and cut to its column's limit (the last one too)."""
+    cleaned = [tuple(clean(cell, limit) for cell, limit in zip(row, limits)) for row in rows]
+    widths = [max(len(row[i]) for row in cleaned) for i in range(len(cleaned[0]) - 1)]
+    return ["  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[-1]]).rstrip() for row in cleaned]
+
+
+def check_mark(check: Any) -> str:
+    return "ok" if check.ok else ("FAIL" if check.done else "not done")
 
 
 def as_table(report: StatusReport) -> str:
     running = report.running
     lines = [
-        f"webhook {report.deployment}: plane-guard {running.version} ({running.version_source}), "
-        f"policy {running.policy.digest} ({running.policy_source})"
-        + (", --mode audit: every namespace is only reported on" if running.server_audit else ""),
+        clean(f"webhook {report.deployment}: plane-guard {running.version} ({running.version_source}), "
+              f"policy {running.policy.digest} ({running.policy_source})"
+              + (", --mode audit: every namespace is only reported on" if running.server_audit else ""), 400),
         "",
-        *_columns([("CHECK", "OK", "DETAIL"), *((c.subject, "ok" if c.ok else "FAIL", c.detail) for c in report.checks)]),
+        *columns([("CHECK", "OK", "DETAIL"), *((c.subject, check_mark(c), c.detail) for c in report.checks)], (100, 8, 300)),
     ]
     for namespace in report.namespaces:
-        lines += ["", f"namespace {namespace.name}: {namespace.mode}" + (f" ({namespace.note})" if namespace.note else "")]
+        lines += ["", clean(f"namespace {namespace.name}: {namespace.mode}" + (f" ({namespace.note})" if namespace.note else ""), 300)]
         if namespace.mode not in conventions.NAMESPACE_MODES:
             continue
         rows = [("WORKLOAD", "POD", "STATE", "DETAIL")]
         for w in namespace.workloads:
-            rows += [(w.target, p.name, p.state, p.detail) for p in w.pods] or [(w.target, "-", "-", "no running pods")]
-        lines += _columns(rows) if len(rows) > 1 else ["no Plane workloads"]
+            rows += [(w.target, p.name, p.state, ("new pod: " if p.new else "old pod: " if p.new is False else "") + p.detail)
+                     for p in w.pods] or [(w.target, "-", "-", "no running pods")]
+        lines += columns(rows, (80, 80, 10, 200)) if len(rows) > 1 else ["no Plane workloads"]
         to_restart = namespace.to_restart()
         if namespace.restart_command():
-            lines.append(f"restart: {namespace.restart_command()}")
-        lines += [f"note: {w.target}: {HINTS[w.kind]}" for w in to_restart if w.kind in HINTS]
+            lines.append(clean(f"restart: {namespace.restart_command()}", 2000))
+        lines += [clean(_rollout_line(w), 600) for w in namespace.rolling()]
+        lines += [clean(f"note: {w.target}: {HINTS[w.kind]}", 300) for w in to_restart if w.kind in HINTS]
+        lines += [clean(f"note: {w.target}: {w.rollout.detail}: a restart waits until that rollout is fixed", 300)
+                  for w in to_restart if w.rollout is not None and w.rollout.state == STUCK]
     attention = report.attention()
     lines += ["", "needs attention:" if attention else "nothing needs attention"]
-    lines += [f"- {item}" for item in attention]
+    lines += [clean(f"- {item}", 400) for item in attention]
     return "\n".join(lines) + "\n"

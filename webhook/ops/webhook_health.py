@@ -1,7 +1,8 @@
-"""Whether the API server can call plane-guard: caBundle, serving certificate, Service endpoints.
+"""Whether the API server can call plane-guard: caBundle, serving certificate, Service endpoints,
+and for a webhook called by ``url:``, what answers at that URL.
 
-Pure: the webhook configurations, the serving certificate and the Service's EndpointSlices as
-the API server returns them in, one ``Check`` per thing that can be wrong out. With
+Pure: the webhook configurations, the serving certificate, the Service's EndpointSlices and the
+outcome of each URL probe (made by the caller) in, one ``Check`` per thing that can be wrong out. With
 ``failurePolicy: Ignore`` none of these failures blocks a pod: each one silently lets Plane pods
 start unguarded, which is why ``plane-guard status`` looks for them.
 """
@@ -12,6 +13,7 @@ import base64
 import binascii
 import datetime as dt
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +27,30 @@ class Check:
     subject: str
     ok: bool
     detail: str
+    #: False when the check could not be made (no read access, say): shown, never counted as a failure.
+    done: bool = True
+    #: What the check is about: ``certificate`` (the serving certificate's dates), ``webhook``,
+    #: ``service``, ``install`` (the webhook Deployment and its policy).
+    kind: str = "webhook"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a TLS handshake with a ``url:`` webhook found: ``problem`` None when it succeeded;
+    ``done`` False when it could not be tried from here (the host does not resolve here)."""
+
+    problem: str | None
+    done: bool = True
+
+
+#: The tail of the verifier's messages that names Python objects, not certificates.
+_OBJECT_TEXT = re.compile(r"\s*\(encountered processing <.*$|<[A-Za-z_][\w.]*\(.*?\)>|<[^<>]* object at 0x[0-9a-f]+>", re.DOTALL)
+
+
+def plain(error: BaseException | str) -> str:
+    """An error's message in words: without Python object text, on one line, bounded."""
+    text = _OBJECT_TEXT.sub("", str(error)).removeprefix("validation failed: ")
+    return " ".join(text.split())[:200] or type(error).__name__
 
 
 def certificates(pem: bytes) -> list[x509.Certificate]:
@@ -63,12 +89,20 @@ def _verify(chain: list[x509.Certificate], cas: list[x509.Certificate], name: x5
         issuers = {c.issuer for c in chain}
         if not any(ca.subject in issuers for ca in cas):
             return f"the caBundle holds no CA that signed the serving certificate (issuer {chain[0].issuer.rfc4514_string()})"
-        return f"the serving certificate does not verify against the caBundle for {_name(name)}: {error}"
+        return f"the serving certificate does not verify against the caBundle for {_name(name)}: {plain(error)}"
 
 
 def configuration_checks(kind: str, name: str, configuration: dict[str, Any] | None,
-                         chain: list[x509.Certificate] | None, now: dt.datetime) -> list[Check]:
-    """One check per webhook: its caBundle is there and verifies the serving certificate."""
+                         chain: list[x509.Certificate] | None, now: dt.datetime,
+                         probes: dict[str, Probe] | None = None, no_chain: str | None = None) -> list[Check]:
+    """One check per webhook: its caBundle is there and verifies the serving certificate.
+
+    A webhook reached by Service is checked against ``chain``, the certificate the webhook
+    Deployment serves (``no_chain``: why there is none to check, when it could not be read). A
+    webhook reached by ``url:`` is whatever answers at that URL, so it is checked by ``probes``:
+    URL -> the outcome of a TLS handshake trusting only the caBundle, for the URL's host; a URL
+    missing from ``probes`` was not probed.
+    """
     if configuration is None:
         return [Check(f"{kind} {name}", False, "not found: apply the plane-guard manifests (kubectl apply -k manifests/overlays/...)")]
     webhooks = configuration.get("webhooks") or []
@@ -93,8 +127,24 @@ def configuration_checks(kind: str, name: str, configuration: dict[str, Any] | N
         except (ValueError, binascii.Error):
             checks.append(Check(subject, False, "the caBundle is not base64 PEM certificates"))
             continue
+        url = client_config.get("url")
+        if isinstance(url, str) and "service" not in client_config:
+            if probes is None or url not in probes:
+                checks.append(Check(subject, False, f"{where}: caBundle present; reachability not checked", done=False))
+            elif probes[url].problem is None:
+                checks.append(Check(subject, True, f"{where}: answers here, and the caBundle verifies its certificate for {_name(server_name)}"))
+            elif not probes[url].done:
+                checks.append(Check(subject, False, f"{where}: caBundle present; reachability not checked: {probes[url].problem}", done=False))
+            else:
+                checks.append(Check(subject, False, f"{where}: {probes[url].problem}; if the API server fails the same way, "
+                                                    "Plane pods start unguarded"))
+            continue
         if not chain:
-            checks.append(Check(subject, False, f"{where}: caBundle present, but there is no serving certificate to check it against"))
+            if no_chain:
+                checks.append(Check(subject, False, f"{where}: caBundle present; not checked against the serving certificate: {no_chain}",
+                                    done=False))
+            else:
+                checks.append(Check(subject, False, f"{where}: caBundle present, but there is no serving certificate to check it against"))
             continue
         problem = _verify(chain, cas, server_name, now)
         if problem:
@@ -102,6 +152,24 @@ def configuration_checks(kind: str, name: str, configuration: dict[str, Any] | N
         else:
             checks.append(Check(subject, True, f"{where}: the caBundle verifies the serving certificate for {_name(server_name)}"))
     return checks
+
+
+def urls(*configurations: dict[str, Any] | None) -> list[tuple[str, bytes]]:
+    """(URL, caBundle PEM) of every webhook called by ``url:``, once each; the caller probes them."""
+    found: list[tuple[str, bytes]] = []
+    for configuration in configurations:
+        for hook in (configuration or {}).get("webhooks") or []:
+            client_config = hook.get("clientConfig") or {}
+            url, encoded = client_config.get("url"), client_config.get("caBundle")
+            if not isinstance(url, str) or "service" in client_config or not isinstance(encoded, str):
+                continue
+            try:
+                pem = base64.b64decode(encoded, validate=True)
+            except (ValueError, binascii.Error):
+                continue
+            if (url, pem) not in found:
+                found.append((url, pem))
+    return found
 
 
 def services(*configurations: dict[str, Any] | None) -> list[tuple[str, str]]:
@@ -119,21 +187,26 @@ def services(*configurations: dict[str, Any] | None) -> list[tuple[str, str]]:
 
 def certificate_check(subject: str, chain: list[x509.Certificate], now: dt.datetime, min_days: int) -> Check:
     """The serving certificate's remaining life against the threshold."""
-    not_after = chain[0].not_valid_after_utc
+    not_after, not_before = chain[0].not_valid_after_utc, chain[0].not_valid_before_utc
+    if now < not_before:
+        return Check(subject, False, f"not valid before {not_before:%Y-%m-%d %H:%M} UTC: the API server refuses it until then "
+                                     "(a clock ahead on the machine that made it?); renew it", kind="certificate")
     left = not_after - now
     if left <= dt.timedelta(0):
-        return Check(subject, False, f"expired on {not_after:%Y-%m-%d %H:%M} UTC: renew it (certs bootstrap, or check cert-manager)")
+        return Check(subject, False, f"expired on {not_after:%Y-%m-%d %H:%M} UTC: renew it (certs bootstrap, or check cert-manager)",
+                     kind="certificate")
     detail = f"expires {not_after:%Y-%m-%d}, in {left.days} days"
     if left.days < min_days:
-        return Check(subject, False, f"{detail}, under the {min_days}-day threshold: renew it (certs bootstrap, or check cert-manager)")
-    return Check(subject, True, detail)
+        return Check(subject, False, f"{detail}, under the {min_days}-day threshold: renew it (certs bootstrap, or check cert-manager)",
+                     kind="certificate")
+    return Check(subject, True, detail, kind="certificate")
 
 
 def endpoints_check(namespace: str, name: str, service: dict[str, Any] | None, slices: list[dict[str, Any]]) -> Check:
     """The Service has at least one ready endpoint (an unknown ``ready`` counts as ready, as the API defines it)."""
     subject = f"Service {namespace}/{name}"
     if service is None:
-        return Check(subject, False, "not found: the API server cannot call the webhook")
+        return Check(subject, False, "not found: the API server cannot call the webhook", kind="service")
     ready = sum(
         1
         for endpoint_slice in slices
@@ -141,5 +214,5 @@ def endpoints_check(namespace: str, name: str, service: dict[str, Any] | None, s
         if (endpoint.get("conditions") or {}).get("ready") is not False
     )
     if ready == 0:
-        return Check(subject, False, f"no ready endpoints: Plane pods start unguarded; see kubectl -n {namespace} get pods")
-    return Check(subject, True, f"{ready} ready endpoint{'s' if ready != 1 else ''}")
+        return Check(subject, False, f"no ready endpoints: Plane pods start unguarded; see kubectl -n {namespace} get pods", kind="service")
+    return Check(subject, True, f"{ready} ready endpoint{'s' if ready != 1 else ''}", kind="service")
