@@ -173,26 +173,12 @@ def _status(commands: Any) -> None:
         "in an enabled namespace, or the webhook configuration, certificate or Service is unhealthy; 2 on bad "
         "usage, missing credentials or an API server that cannot be reached or refuses the reads.",
     )
-    status.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
-    status.add_argument("--context", help="kubeconfig context (default: the current context)")
-    status.add_argument(
-        "-n", "--namespace", action="append", metavar="NAMESPACE",
-        help=f"only this namespace (repeatable; default: every namespace labelled {conventions.INJECT}=enabled or =audit)",
-    )
-    status.add_argument("-o", "--output", choices=("table", "json"), default="table", help="table (default) or json")
-    status.add_argument(
-        "--policy", metavar="FILE",
-        help="compare pods with this policy instead of the one the webhook Deployment mounts",
-    )
+    _cluster_options(status, policy_help="compare pods with this policy instead of the one the webhook Deployment mounts")
     status.add_argument(
         "--cert-min-days", type=int, default=21, metavar="DAYS",
         help="attention when the serving certificate expires in fewer days (default 21; renewal starts at 30)",
     )
-    status.add_argument("--webhook-namespace", default=conventions.SERVICE_NAMESPACE, help="namespace of the webhook Deployment")
-    status.add_argument("--webhook-deployment", default=conventions.SERVICE_NAME, help="name of the webhook Deployment")
-    status.add_argument("--mutating-webhook", default=conventions.MUTATING_WEBHOOK_CONFIGURATION)
-    status.add_argument("--validating-webhook", default=conventions.VALIDATING_WEBHOOK_CONFIGURATION)
-
+    _webhook_options(status)
 
 def _restart(commands: Any) -> None:
     restart = commands.add_parser(
@@ -205,13 +191,7 @@ def _restart(commands: Any) -> None:
         "stdin is not one. Exit 0 when everything asked for is guarded afterwards; 1 otherwise (also a dry run with "
         "work to do); 2 on bad usage, missing credentials or an API server that cannot be reached or refuses the reads.",
     )
-    restart.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
-    restart.add_argument("--context", help="kubeconfig context (default: the current context)")
-    restart.add_argument(
-        "-n", "--namespace", action="append", metavar="NAMESPACE",
-        help=f"only this namespace (repeatable; default: every namespace labelled {conventions.INJECT}=enabled or =audit)",
-    )
-    restart.add_argument("-o", "--output", choices=("table", "json"), default="table", help="table (default) or json")
+    _cluster_options(restart, policy_help="judge pods by this policy instead of the one the webhook Deployment mounts")
     restart.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     restart.add_argument("-y", "--yes", action="store_true", help="restart without asking")
     restart.add_argument("--parallel", type=int, default=1, metavar="N", help="workloads restarted at once (default 1)")
@@ -219,12 +199,27 @@ def _restart(commands: Any) -> None:
         "--timeout", type=float, default=600, metavar="SECONDS",
         help="longest wait for one workload's rollout (default 600, a Deployment's default progress deadline)",
     )
-    restart.add_argument("--policy", metavar="FILE", help="judge pods by this policy instead of the one the webhook Deployment mounts")
-    restart.add_argument("--webhook-namespace", default=conventions.SERVICE_NAMESPACE, help="namespace of the webhook Deployment")
-    restart.add_argument("--webhook-deployment", default=conventions.SERVICE_NAME, help="name of the webhook Deployment")
-    restart.add_argument("--mutating-webhook", default=conventions.MUTATING_WEBHOOK_CONFIGURATION)
-    restart.add_argument("--validating-webhook", default=conventions.VALIDATING_WEBHOOK_CONFIGURATION)
+    _webhook_options(restart)
 
+
+def _cluster_options(parser: Any, *, policy_help: str) -> None:
+    """The options ``status`` and ``restart`` share: credentials, namespaces, output, policy."""
+    parser.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
+    parser.add_argument("--context", help="kubeconfig context (default: the current context)")
+    parser.add_argument(
+        "-n", "--namespace", action="append", metavar="NAMESPACE",
+        help=f"only this namespace (repeatable; default: every namespace labelled {conventions.INJECT}=enabled or =audit)",
+    )
+    parser.add_argument("-o", "--output", choices=("table", "json"), default="table", help="table (default) or json")
+    parser.add_argument("--policy", metavar="FILE", help=policy_help)
+
+
+def _webhook_options(parser: Any) -> None:
+    """Where the webhook runs, for the commands that read its Deployment and configurations."""
+    parser.add_argument("--webhook-namespace", default=conventions.SERVICE_NAMESPACE, help="namespace of the webhook Deployment")
+    parser.add_argument("--webhook-deployment", default=conventions.SERVICE_NAME, help="name of the webhook Deployment")
+    parser.add_argument("--mutating-webhook", default=conventions.MUTATING_WEBHOOK_CONFIGURATION)
+    parser.add_argument("--validating-webhook", default=conventions.VALIDATING_WEBHOOK_CONFIGURATION)
 
 def _publishes(commands: Any) -> None:
     publishes = commands.add_parser(

@@ -6,9 +6,6 @@ them). Without the envtest binaries they skip, and the reason says how to get th
 
 from __future__ import annotations
 
-import base64
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +16,7 @@ from tests.apiserver import install, plane
 from tests.apiserver.cluster import ControlPlane, find_assets
 from tests.apiserver.stored import NAMESPACES
 from tests.install.conftest import render
-from tests.server.harness import ROOT, WebhookProcess
+from tests.server.harness import WebhookProcess
 from webhook.core.policy import Policy, load_policy
 
 HERE = Path(__file__).resolve().parent
@@ -71,21 +68,9 @@ def installed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFact
     documents = render("overlays/self-signed")
     policy_file = work / "policy.yaml"
     policy_file.write_text(install.policy_text(documents))
-    certs = work / "certs"
-    generated = subprocess.run(
-        [sys.executable, "-m", "webhook.cli", "certs", "generate", "--out", str(certs), "--days", "30", "--ip", "127.0.0.1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )
-    assert generated.returncode == 0, generated.stderr
-    server = WebhookProcess(certs, work / "server.log", "--policy", str(policy_file)).start()
-    try:
-        base_url = f"https://127.0.0.1:{server.port}"
-        ca_bundle = base64.b64encode((certs / "ca.crt").read_bytes()).decode()
-        applied = [install.local_webhooks(d, base_url, ca_bundle) for d in documents]
-        control_plane.kubectl("apply", "-f", "-", input=install.stream(applied))
+    with install.local_webhook(work, documents, policy_file, days=30) as local:
+        control_plane.kubectl("apply", "-f", "-", input=install.stream(local.documents))
         for mode, name in NAMESPACES.items():
             control_plane.create_namespace(name, {"plane-guard.io/inject": mode} if mode else None)
             control_plane.request("POST", f"/api/v1/namespaces/{name}/serviceaccounts", plane.service_account())
-        yield Installation(applied, server, base_url, ca_bundle, policy_file, load_policy(policy_file))
-    finally:
-        server.stop()
+        yield Installation(local.documents, local.server, local.base_url, local.ca_bundle, policy_file, load_policy(policy_file))

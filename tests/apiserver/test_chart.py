@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import os
 import subprocess
-import sys
 import time
 
 import pytest
@@ -29,7 +28,7 @@ from tests.apiserver.compare import differences
 from tests.apiserver.stored import create, decisions_for
 from tests.chart.support import CHART, helm, is_hook, policy_text, template
 from tests.install.conftest import PLANE_GUARD, run_cli
-from tests.server.harness import ROOT, WebhookProcess
+from tests.server.harness import ROOT
 from webhook.core import conventions
 from webhook.core.mutation import mutate_pod
 from webhook.core.policy import load_policy
@@ -56,27 +55,19 @@ def chart(control_plane, tmp_path_factory):
     documents = [d for d in rendered if not is_hook(d)]
     policy_file = work / "policy.yaml"
     policy_file.write_text(policy_text(documents))
-    certs = work / "certs"
-    generated = subprocess.run(
-        [sys.executable, "-m", "webhook.cli", "certs", "generate", "--out", str(certs), "--days", "2", "--ip", "127.0.0.1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )
-    assert generated.returncode == 0, generated.stderr
-    server = WebhookProcess(certs, work / "server.log", "--policy", str(policy_file)).start()
-    try:
-        ca_bundle = base64.b64encode((certs / "ca.crt").read_bytes()).decode()
-        applied = [install.local_webhooks(d, f"https://127.0.0.1:{server.port}", ca_bundle) for d in documents]
-        control_plane.create_namespace(NAMESPACE, RESTRICTED)
-        result = control_plane.kubectl("apply", "--server-side", f"--field-manager={MANAGER}", "-f", "-", input=install.stream(applied))
-        for name, labels in ((ENABLED, {conventions.INJECT: "enabled"}), (OFF, None)):
-            control_plane.create_namespace(name, labels)
-            control_plane.request("POST", f"/api/v1/namespaces/{name}/serviceaccounts", plane.service_account())
-        yield {"documents": applied, "hooks": [d for d in rendered if is_hook(d)], "result": result, "server": server,
-               "policy_file": policy_file}
-    finally:
-        for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
-            control_plane.kubectl("delete", kind, NAME, "--ignore-not-found", check=False)
-        server.stop()
+    with install.local_webhook(work, documents, policy_file, days=2) as local:
+        try:
+            control_plane.create_namespace(NAMESPACE, RESTRICTED)
+            result = control_plane.kubectl("apply", "--server-side", f"--field-manager={MANAGER}", "-f", "-",
+                                           input=install.stream(local.documents))
+            for name, labels in ((ENABLED, {conventions.INJECT: "enabled"}), (OFF, None)):
+                control_plane.create_namespace(name, labels)
+                control_plane.request("POST", f"/api/v1/namespaces/{name}/serviceaccounts", plane.service_account())
+            yield {"documents": local.documents, "hooks": [d for d in rendered if is_hook(d)], "result": result,
+                   "server": local.server, "policy_file": policy_file}
+        finally:
+            for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+                control_plane.kubectl("delete", kind, NAME, "--ignore-not-found", check=False)
 
 
 def test_every_object_of_the_default_render_is_applied_server_side(control_plane, chart):
