@@ -183,3 +183,25 @@ def test_notes_print_the_opt_in_label_and_status(control_plane):
     assert "plane-guard status" in notes and "helm test notes -n plane-guard-notes" in notes
     assert "kubectl -n plane-guard-notes rollout status deployment/notes-plane-guard" in notes
     assert "kubectl label namespace plane-guard-notes pod-security.kubernetes.io/enforce=restricted" in notes
+
+
+def test_the_charts_restart_rights_are_accepted_and_go_to_the_restart_account_only(control_plane, chart):
+    """``restart.rbac.create``: the API server takes the chart's restart objects, and its
+    authorizer gives the restart account the rollout rights and the webhook's account none."""
+    rbac = [d for d in template(CHART / "ci" / "restart-rbac-values.yaml", release=RELEASE, namespace=NAMESPACE)
+            if d["metadata"]["name"] == f"{NAME}-restart"]
+    assert {d["kind"] for d in rbac} == {"ServiceAccount", "ClusterRole", "Role", "ClusterRoleBinding", "RoleBinding"}
+    result = control_plane.kubectl("apply", "--server-side", f"--field-manager={MANAGER}", "-f", "-", input=install.stream(rbac))
+    assert result.stdout.count("serverside-applied") == len(rbac), result.stdout
+
+    def can(account: str, verb: str, resource: str, namespace: str = ENABLED) -> str:
+        user = f"system:serviceaccount:{NAMESPACE}:{account}"
+        return control_plane.kubectl("auth", "can-i", verb, resource, "-n", namespace, f"--as={user}", check=False).stdout.strip()
+
+    for resource in ("deployments.apps", "statefulsets.apps", "daemonsets.apps"):
+        assert (can(NAME, "patch", resource), can(f"{NAME}-restart", "patch", resource)) == ("no", "yes"), resource
+    assert can(f"{NAME}-restart", "get", "services", NAMESPACE) == "no"  # only the chart's own Service, by name
+    assert control_plane.kubectl("auth", "can-i", "get", f"services/{NAME}", "-n", NAMESPACE,
+                                 f"--as=system:serviceaccount:{NAMESPACE}:{NAME}-restart", check=False).stdout.strip() == "yes"
+    assert can(f"{NAME}-restart", "get", "secrets", NAMESPACE) == "no"
+    assert can(f"{NAME}-restart", "delete", "pods") == "no"

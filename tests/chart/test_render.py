@@ -22,7 +22,7 @@ FOREIGN_GROUPS = ("cert-manager.io/", "monitoring.coreos.com/")
 def test_the_ci_values_cover_each_way_to_install() -> None:
     assert {path.name for path in CI_VALUES} == {
         "self-signed-values.yaml", "cert-manager-values.yaml", "existing-secret-values.yaml", "audit-values.yaml",
-        "monitoring-values.yaml",
+        "monitoring-values.yaml", "restart-rbac-values.yaml",
     }
 
 
@@ -93,6 +93,7 @@ def test_nothing_is_rendered_that_the_values_did_not_ask_for() -> None:
     kinds = {d["kind"] for d in template()}
     assert not kinds & {"Namespace", "Certificate", "Issuer", "ServiceMonitor", "PrometheusRule"}
     assert [d["metadata"]["name"] for d in template() if d["kind"] == "ConfigMap"] == ["plane-guard-policy"]
+    assert [d["metadata"]["name"] for d in template() if d["kind"] == "ServiceAccount"] == ["plane-guard"]
     existing = template(CHART / "ci" / "existing-secret-values.yaml")
     assert not {d["kind"] for d in existing} & {"Job", "CronJob", "Role", "ClusterRole", "Certificate"}
 

@@ -102,6 +102,8 @@ def test_the_schema_allows_nothing_undeclared() -> None:
         ("replicas=0", "replicas: Must be greater than or equal to 1"),
         ("certificates.source=vault", "certificates.source: certificates.source must be one of the following"),
         ("images.runtime.digest=latest", "images.runtime.digest: Does not match pattern"),
+        ("restart.rbac.create=maybe", "restart.rbac.create: Invalid type. Expected: boolean, given: string"),
+        ("restart.rbac.enabled=true", "restart.rbac: Additional property enabled is not allowed"),
     ],
 )
 def test_the_schema_refuses_a_bad_value_and_names_it(setting: str, message: str) -> None:
