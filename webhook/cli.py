@@ -180,6 +180,7 @@ def _status(commands: Any) -> None:
     )
     _webhook_options(status)
 
+
 def _restart(commands: Any) -> None:
     restart = commands.add_parser(
         "restart",
