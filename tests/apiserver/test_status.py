@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,25 @@ def wait_for_pods(control_plane, namespace: str, count: int, timeout: float = 60
         if len(found) >= count:
             return found
         assert time.monotonic() < deadline, [p["metadata"]["name"] for p in found]
+        time.sleep(0.1)
+
+
+def wait_for_deployments_seen(control_plane, namespace: str, surging: Collection[str] = (), timeout: float = 60) -> None:
+    """Every Deployment's status counts its pods (``surging``: one old pod kept besides the new
+    ones): the controller writes it after it creates them, so a read in between finds (rightly)
+    a rollout under way, or counts of a moment before."""
+    def seen(d: dict) -> bool:
+        status, wanted = d.get("status", {}), d["spec"]["replicas"]
+        return (status.get("observedGeneration", 0) >= d["metadata"]["generation"] and status.get("updatedReplicas") == wanted
+                and status.get("replicas") == wanted + (d["metadata"]["name"] in surging))
+
+    deadline = time.monotonic() + timeout
+    while True:
+        items = control_plane.request("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments")["items"]
+        behind = [d["metadata"]["name"] for d in items if not seen(d)]
+        if not behind:
+            return
+        assert time.monotonic() < deadline, f"{namespace}: the controller has not counted the pods of {behind}"
         time.sleep(0.1)
 
 
@@ -187,6 +207,8 @@ def scene(control_plane, installed, tmp_path_factory):
         control_plane.request("POST", f"/api/v1/namespaces/{AUDIT}/pods", plane.pod(template("worker", "plane-worker"), "plane-worker"))
         found = wait_for_pods(control_plane, MIXED, 8)
         wait_for_pods(control_plane, HEALTHY, 2)
+        for namespace in (MIXED, HEALTHY):
+            wait_for_deployments_seen(control_plane, namespace)
         # A pod guarded by an older plane-guard (the annotation as that version wrote it).
         (poller,) = [p for p in found if p["metadata"]["name"].startswith("plane-outbox-poller-wl-")]
         record = json.loads(poller["metadata"]["annotations"][conventions.STATUS_ANNOTATION])
@@ -305,6 +327,7 @@ def test_the_restart_line_replaces_the_pods_with_guarded_ones(control_plane, sce
     control_plane.kubectl(*line.split()[1:])
     # No kubelet: each Deployment surges by one pod and keeps the old one (never becomes unready).
     wait_for_pods(control_plane, MIXED, len(old) + len(restarted))
+    wait_for_deployments_seen(control_plane, MIXED, surging=restarted)
     code, after = report(control_plane, capsys, "--webhook-deployment", NEXT, "-n", MIXED)
     workloads = by_workload(after["namespaces"][0])
     for name in restarted:
