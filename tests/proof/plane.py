@@ -98,6 +98,10 @@ def ensure_images() -> test_images.Images:
     return test_images.ensure()
 
 
+#: What a Celery worker logs once it consumes (once per start of the process).
+READY = " ready."
+
+
 @dataclass
 class Publish:
     """One publish as the publisher saw it: did it return, in which process, how long it took.
@@ -205,6 +209,15 @@ class Worker(Started):
 
     def executed(self) -> set[str]:
         return {task_id for task_id, _ in self.runs()}
+
+    def restart(self, grace: float = 10.0) -> None:
+        """Stop the app container (SIGTERM, SIGKILL after ``grace``) and start it again, as the
+        kubelet does when a liveness probe fails; returns once Celery says ready again."""
+        name = self.pod.container(self.container)
+        readies = self.logs().count(READY)
+        podman("stop", "--time", str(int(grace)), name, timeout=grace + 60, check=False)
+        podman_start(name)
+        self.wait_ready(lambda: self.logs().count(READY) > readies, "worker pod restarted", timeout=60)
 
 
 class Poller(Started):
@@ -349,7 +362,7 @@ class PlaneRun:
         return started
 
     def start_worker(self, config: str) -> Worker:
-        return self._start_logging("worker", config, Worker, " ready.")
+        return self._start_logging("worker", config, Worker, READY)
 
     def start_poller(self, config: str) -> Poller:
         return self._start_logging("poller", config, Poller, "outbox poller ready")

@@ -150,6 +150,23 @@ def await_arrivals(run: PlaneRun, worker: Worker, wanted: set[str], timeout: flo
             break
 
 
+def revive_stalled_worker(run: PlaneRun, worker: Worker, wanted: set[str], result: Result) -> None:
+    """Restart the worker when tasks wait in the queue and it no longer takes them, and wait again.
+
+    Celery's consumer can stop for good when the broker closes its connection again while it is
+    still reconnecting (seen on a loaded machine in broker-close-churn, baseline and guarded alike:
+    "Couldn't ack ... connection already closed", then no reconnect). The broker holds those
+    tasks, so they are not lost; counting them as lost would blame the publisher for the consumer.
+    The restart is said in the result (``worker_restarted``), so it is never silent.
+    """
+    if wanted <= worker.executed() or run.vhost.queue_depth() == 0:
+        return
+    waiting = run.vhost.queue_depth()
+    worker.restart()
+    result.details["worker_restarted"] = f"its consumer stopped taking tasks with {waiting} in the queue; restarted"
+    await_arrivals(run, worker, wanted)
+
+
 def _connection_timeouts(run: PlaneRun, started: Started, pid: int | None = None) -> list[int]:
     """The heartbeat the broker negotiated for each connection that process ``pid`` of the pod
     (by default any of its processes) holds."""
@@ -169,7 +186,9 @@ def _publish_many(api: Api, prefix: str, count: int, gap: float = 0.0) -> list[P
 def _finish(run: PlaneRun, worker: Worker, api: Api, result: Result) -> Result:
     result.details["container_pid1"] = api.pid1
     exit_code = api.stop()
-    await_arrivals(run, worker, {p.task_id for p in result.publishes if p.ok})
+    wanted = {p.task_id for p in result.publishes if p.ok}
+    await_arrivals(run, worker, wanted)
+    revive_stalled_worker(run, worker, wanted, result)
     markers = {p.marker for p in result.publishes}  # unique per scenario within one worker's life
     runs = [(task_id, marker) for task_id, marker in worker.runs() if marker in markers]
     result.received = [task_id for task_id, _ in runs]
