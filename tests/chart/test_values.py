@@ -14,7 +14,7 @@ import yaml
 
 from tests.chart.support import CHART, CI_VALUES, NAMESPACE, RELEASE, helm, only, policy_text, template
 from tests.install.conftest import run_cli
-from webhook.core.policy import load_policy
+from webhook.core.policy import SECRET_NAME, load_policy
 
 VALUES = CHART / "values.yaml"
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
@@ -102,6 +102,8 @@ def test_the_schema_allows_nothing_undeclared() -> None:
         ("replicas=0", "replicas: Must be greater than or equal to 1"),
         ("certificates.source=vault", "certificates.source: certificates.source must be one of the following"),
         ("images.runtime.digest=latest", "images.runtime.digest: Does not match pattern"),
+        ("images.runtime.pullSecrets={Mirror}", "images.runtime.pullSecrets.0: Does not match pattern"),
+        ("images.runtime.pullSecrets={a,a}", "images.runtime.pullSecrets: array items[0,1] must be unique"),
         ("restart.rbac.create=maybe", "restart.rbac.create: Invalid type. Expected: boolean, given: string"),
         ("restart.rbac.enabled=true", "restart.rbac: Additional property enabled is not allowed"),
     ],
@@ -180,7 +182,8 @@ def test_images_runtime_is_written_into_the_policy_without_reordering_it() -> No
     changed = [(a, b) for a, b in zip(original.splitlines(), text.splitlines()) if a != b]
     assert len(text.splitlines()) == len(original.splitlines())
     assert changed == [("  image: ghcr.io/plane-guard/plane-guard-runtime:0.1.0",
-                        "  image: registry.internal.example/plane-guard/plane-guard-runtime@sha256:" + "0123456789abcdef" * 4)]
+                        "  image: registry.internal.example/plane-guard/plane-guard-runtime@sha256:" + "0123456789abcdef" * 4),
+                       ("  imagePullSecrets: []", "  imagePullSecrets: [internal-registry]")]
     # The roles stay in the order they are tried in.
     path = CHART / "files" / "policy.yaml"
     assert list(yaml.safe_load(text)["roles"]) == list(load_policy(path).roles)
@@ -200,6 +203,41 @@ def test_a_policy_without_a_runtime_section_gets_one(tmp_path: Path) -> None:
     assert runtime == {"image": "ghcr.io/plane-guard/plane-guard-runtime:9.9.9", "imagePullPolicy": "Always"}
     (tmp_path / "rendered.yaml").write_text(rendered)
     assert run_cli("policy", "check", str(tmp_path / "rendered.yaml")).returncode == 0
+
+
+def test_runtime_pull_secrets_are_written_into_the_policy_where_it_has_none(tmp_path: Path) -> None:
+    """A policy written before the field existed gets the line after ``image:``; a policy that has
+    the line gets it replaced; empty values leave the policy's own list alone."""
+    text = EMBEDDED.read_text()
+    older = tmp_path / "older.yaml"
+    older.write_text(re.sub(r"(?m)^  imagePullSecrets: \[\]\n", "", text, count=1))
+    assert "imagePullSecrets" not in yaml.safe_load(older.read_text())["runtime"]
+    for path in (older, EMBEDDED):
+        rendered = policy_text(_with_policy(path, "--set", "images.runtime.pullSecrets={mirror,mirror-2}"))
+        assert yaml.safe_load(rendered)["runtime"]["imagePullSecrets"] == ["mirror", "mirror-2"]
+        (tmp_path / "rendered.yaml").write_text(rendered)
+        assert load_policy(tmp_path / "rendered.yaml").runtime.image_pull_secrets == ["mirror", "mirror-2"]
+    own = tmp_path / "own.yaml"
+    own.write_text(text.replace("  imagePullSecrets: []", "  imagePullSecrets: [plane-registry]", 1))
+    assert yaml.safe_load(policy_text(_with_policy(own)))["runtime"]["imagePullSecrets"] == ["plane-registry"]
+    short = tmp_path / "short.yaml"
+    short.write_text(text[:text.index("\nruntime:\n")] + text[text.index("\n# Checks of the final pod"):])
+    rendered = policy_text(_with_policy(short, "--set", "images.runtime.pullSecrets={mirror}"))
+    assert yaml.safe_load(rendered)["runtime"]["imagePullSecrets"] == ["mirror"]
+
+
+def test_runtime_pull_secrets_in_a_list_the_chart_cannot_edit_are_refused(tmp_path: Path) -> None:
+    block = tmp_path / "policy.yaml"
+    block.write_text(EMBEDDED.read_text().replace("  imagePullSecrets: []", "  imagePullSecrets:\n    - plane-registry", 1))
+    done = helm("template", RELEASE, str(CHART), "--set-file", f"policy={block}", "--set", "images.runtime.pullSecrets={mirror}")
+    assert done.returncode != 0
+    assert "could not set the policy's runtime.imagePullSecrets to [mirror]" in done.stderr and "on one line" in done.stderr
+
+
+def test_the_schema_and_the_policy_agree_on_secret_names() -> None:
+    """One rule for a Secret's name: the schema's pattern is the policy's."""
+    items = SCHEMA["properties"]["images"]["properties"]["runtime"]["properties"]["pullSecrets"]["items"]
+    assert items["pattern"] == SECRET_NAME.pattern
 
 
 def test_a_runtime_section_the_chart_cannot_edit_is_refused_with_what_to_do(tmp_path: Path) -> None:

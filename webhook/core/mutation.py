@@ -362,7 +362,7 @@ def _amqp(plan: _ContainerPlan, role: Role, policy: Policy, heartbeat: float, wr
 
 
 def _pod_level(pod: dict[str, Any], policy: Policy, ops: list[dict[str, Any]], changes: list[str]) -> None:
-    """The shared volume and the init container that fills it, once per pod."""
+    """The shared volume, the init container that fills it and its pull secrets, once per pod."""
     spec = pod["spec"]
     runtime = policy.runtime
     volume = {"name": names.RUNTIME_VOLUME, "emptyDir": {"sizeLimit": "8Mi"}}
@@ -381,14 +381,21 @@ def _pod_level(pod: dict[str, Any], policy: Policy, ops: list[dict[str, Any]], c
         "resources": runtime.resources.model_dump(),
         "securityContext": RUNTIME_SECURITY,
     }
-    for key, item, change in (("volumes", volume, "pod:runtime-volume"), ("initContainers", init, "pod:runtime-init-container")):
+    wanted = (
+        ("volumes", [volume], "pod:runtime-volume"),
+        ("initContainers", [init], "pod:runtime-init-container"),
+        ("imagePullSecrets", [{"name": name} for name in runtime.image_pull_secrets], "pod:runtime-pull-secrets"),
+    )
+    for key, items, change in wanted:
         current = spec.get(key)
+        present = {i.get("name") for i in current if isinstance(i, dict)} if isinstance(current, list) else set()
+        missing = [item for item in items if item["name"] not in present]
+        if not missing:
+            continue
         if isinstance(current, list):
-            if any(isinstance(i, dict) and i.get("name") == item["name"] for i in current):
-                continue
-            ops.append({"op": "add", "path": f"/spec/{key}/-", "value": item})
+            ops.extend({"op": "add", "path": f"/spec/{key}/-", "value": item} for item in missing)
         else:
-            ops.append({"op": "add", "path": f"/spec/{key}", "value": [item]})
+            ops.append({"op": "add", "path": f"/spec/{key}", "value": missing})
         changes.append(change)
 
 

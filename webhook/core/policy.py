@@ -38,6 +38,8 @@ ROLE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 #: Policy variables are exported by the wrapper's shell at container start, so they must be
 #: names a POSIX shell can export (Kubernetes itself also allows '-' and '.').
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: A Secret's name: a DNS subdomain (RFC 1123), at most 253 characters.
+SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 BOOLEAN_WORDS = {"true", "false", "1", "0", "yes", "no"}
 ExistingEnv = Literal["replace", "keep"]
 
@@ -284,8 +286,29 @@ class Runtime(_Model):
 
     image: str = Field(default="ghcr.io/plane-guard/plane-guard-runtime:0.1.0", min_length=1)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    #: Secrets (in each Plane namespace) that the kubelet may use to pull ``image``: added to
+    #: the pod's imagePullSecrets when missing, for a runtime image on a private mirror.
+    image_pull_secrets: list[str] = Field(default_factory=list, max_length=16)
     mount_path: str = "/plane-guard"
     resources: RuntimeResources = Field(default_factory=RuntimeResources)
+
+    @field_validator("image_pull_secrets", mode="before")
+    @classmethod
+    def _references(cls, value: Any) -> Any:
+        """Kubernetes' own shape (``- name: x``) is accepted too: it is what people copy."""
+        if isinstance(value, list):
+            return [v["name"] if isinstance(v, dict) and set(v) == {"name"} else v for v in value]
+        return value
+
+    @field_validator("image_pull_secrets")
+    @classmethod
+    def _secret_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if len(name) > 253 or not SECRET_NAME.match(name):
+                raise ValueError(f"{name[:64]!r} is not a Secret name (lower-case letters, digits, '-' and '.')")
+        if len(set(names)) != len(names):
+            raise ValueError("each Secret may be named once")
+        return names
 
     @field_validator("mount_path")
     @classmethod
@@ -475,8 +498,13 @@ class Policy(_Model):
         """Short content hash: the status annotation records which policy mutated a pod.
 
         ``limits`` is left out: it decides whether a pod is worked on, not what is done to it.
+        So are runtime pull secrets when there are none, as before they existed: pods guarded
+        then stay current.
         """
-        dumped = self.model_dump(mode="json", by_alias=True, exclude={"limits"})
+        exclude: dict[str, Any] = {"limits": True}
+        if not self.runtime.image_pull_secrets:
+            exclude["runtime"] = {"image_pull_secrets": True}
+        dumped = self.model_dump(mode="json", by_alias=True, exclude=exclude)
         canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 

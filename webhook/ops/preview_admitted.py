@@ -10,13 +10,16 @@ made on a chart's template (no ``volumes``) would set the whole list and drop th
 The plugin leaves the token out when ``automountServiceAccountToken`` is false on the pod, else on
 its ServiceAccount. Preview sees the pod's own setting, and the ServiceAccount's when the input holds
 that ServiceAccount; otherwise it assumes automount, the Kubernetes default (Plane's charts set it).
+The plugin also gives a pod without ``imagePullSecrets`` those of its ServiceAccount, which matters
+when the policy adds the runtime image's pull secrets: preview copies them from a ServiceAccount in
+the input, and assumes none for one that is not.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
 
 from webhook.core import conventions
 from webhook.core.mutation import as_map
@@ -38,8 +41,17 @@ TOKEN_SOURCE = {
 WITH_TOKEN = f"with the ServiceAccount token volume {TOKEN_VOLUME_PREFIX}* and its mounts"
 WITHOUT_TOKEN = "without a ServiceAccount token volume"
 
-#: (namespace or None, ServiceAccount name) -> its automountServiceAccountToken (None when unset).
-Accounts = dict[tuple[str | None, str], bool | None]
+
+
+class Account(NamedTuple):
+    """What the plugin takes from a ServiceAccount."""
+
+    automount: bool | None  # automountServiceAccountToken, None when unset
+    pull_secrets: list[dict[str, Any]]  # its imagePullSecrets, as references
+
+
+#: (namespace or None, ServiceAccount name) -> what the plugin takes from it.
+Accounts = dict[tuple[str | None, str], Account]
 
 
 @dataclass(frozen=True)
@@ -52,13 +64,16 @@ class Admitted:
 
 
 def service_accounts(objects: list[tuple[str | None, dict[str, Any]]]) -> Accounts:
-    """The ServiceAccounts among (namespace, object) pairs, with their automount setting."""
+    """The ServiceAccounts among (namespace, object) pairs, with their automount setting and pull secrets."""
     found: Accounts = {}
     for namespace, value in objects:
         name = as_map(value.get("metadata")).get("name")
         if value.get("kind") == "ServiceAccount" and str(value.get("apiVersion")) == "v1" and isinstance(name, str):
             automount = value.get("automountServiceAccountToken")
-            found[(namespace, name)] = automount if isinstance(automount, bool) else None
+            secrets = value.get("imagePullSecrets")
+            references = [{"name": s["name"]} for s in secrets or [] if isinstance(s, dict) and isinstance(s.get("name"), str)] \
+                if isinstance(secrets, list) else []
+            found[(namespace, name)] = Account(automount if isinstance(automount, bool) else None, references)
     return found
 
 
@@ -78,7 +93,7 @@ def _automount(spec: dict[str, Any], namespace: str | None, accounts: Accounts) 
     where = f"{namespace}/{name}" if namespace else name
     if (namespace, name) not in accounts:
         return True, f"assumed: ServiceAccount {where} is not in the input; automount taken as on (Kubernetes' default)"
-    setting = accounts[(namespace, name)]
+    setting = accounts[(namespace, name)].automount
     if setting is False:
         return False, f"ServiceAccount {where} in the input sets automountServiceAccountToken: false"
     return True, f"ServiceAccount {where} in the input does not turn automountServiceAccountToken off"
@@ -92,6 +107,18 @@ def admitted(pod: Any, namespace: str | None, accounts: Accounts) -> Admitted:
     if not isinstance(pod.get("metadata"), dict):
         pod["metadata"] = {}  # a created pod always has metadata (a name, a namespace)
     spec = pod["spec"]
+    name = _account_name(spec)
+    account = accounts.get((namespace, name))
+    result = _with_token(pod, spec, namespace, accounts)
+    if account and account.pull_secrets and not spec.get("imagePullSecrets"):
+        spec["imagePullSecrets"] = copy.deepcopy(account.pull_secrets)
+        where = f"{namespace}/{name}" if namespace else name
+        return replace(result, why=f"{result.why}, and the imagePullSecrets of ServiceAccount {where}")
+    return result
+
+
+def _with_token(pod: dict[str, Any], spec: dict[str, Any], namespace: str | None, accounts: Accounts) -> Admitted:
+    """The token volume and its mounts, as the plugin adds them."""
     volumes = spec.get("volumes")
     if volumes is not None and not isinstance(volumes, list):
         return Admitted(pod, False, "as written (spec.volumes is not a list)")

@@ -77,29 +77,43 @@ imagePullSecrets:
 {{- end -}}
 
 {{/*
-The policy file: `policy`, or the default policy, with the init container's image and pull
-policy from `images.runtime`. The text is edited, never parsed and written back: the order of
-the roles is the order they are tried in, and comments stay. The runtime section's `image:` and
-`imagePullPolicy:` lines are replaced (added as a `runtime:` section when there is none), and the
-result is read back to prove it says what `images.runtime` says.
+The policy file: `policy`, or the default policy, with the init container's image, pull
+policy and (when given) pull secrets from `images.runtime`. The text is edited, never parsed and
+written back: the order of the roles is the order they are tried in, and comments stay. The
+runtime section's `image:`, `imagePullPolicy:` and `imagePullSecrets:` lines are replaced (the
+last added after `image:` when missing; all added as a `runtime:` section when there is none),
+and the result is read back to prove it says what `images.runtime` says.
 */}}
 {{- define "plane-guard.policy" -}}
 {{- $text := .Values.policy | default (.Files.Get "files/policy.yaml") -}}
 {{- $image := include "plane-guard.runtimeImage" . -}}
 {{- $pull := .Values.images.runtime.pullPolicy -}}
+{{- $secrets := .Values.images.runtime.pullSecrets | default list -}}
+{{- $secretList := printf "[%s]" (join ", " $secrets) -}}
 {{- $policy := fromYaml $text -}}
 {{- if hasKey $policy "Error" -}}
 {{- fail (printf "policy is not valid YAML (%s): check it with `plane-guard policy check FILE`" (get $policy "Error")) -}}
 {{- end -}}
 {{- if not (hasKey $policy "runtime") -}}
 {{- $text = printf "%s\n# From the chart's images.runtime.\nruntime:\n  image: %s\n  imagePullPolicy: %s\n" (trimSuffix "\n" $text) $image $pull -}}
+{{- if $secrets -}}
+{{- $text = printf "%s  imagePullSecrets: %s\n" $text $secretList -}}
+{{- end -}}
 {{- else -}}
 {{- $text = regexReplaceAll `(?m)^(runtime:[ \t]*\n(?:(?:[ \t]+.*)?\n)*?[ \t]+image:[ \t]*)\S.*$` $text (printf "${1}%s" $image) -}}
 {{- $text = regexReplaceAll `(?m)^(runtime:[ \t]*\n(?:(?:[ \t]+.*)?\n)*?[ \t]+imagePullPolicy:[ \t]*)\S.*$` $text (printf "${1}%s" $pull) -}}
+{{- if and $secrets (hasKey (get $policy "runtime" | default dict) "imagePullSecrets") -}}
+{{- $text = regexReplaceAll `(?m)^(runtime:[ \t]*\n(?:(?:[ \t]+.*)?\n)*?[ \t]+imagePullSecrets:[ \t]*)\S.*$` $text (printf "${1}%s" $secretList) -}}
+{{- else if $secrets -}}
+{{- $text = regexReplaceAll `(?m)^(runtime:[ \t]*\n(?:(?:[ \t]+.*)?\n)*?([ \t]+)image:[ \t]*\S.*)$` $text (printf "${1}\n${2}imagePullSecrets: %s" $secretList) -}}
+{{- end -}}
 {{- end -}}
 {{- $runtime := get (fromYaml $text) "runtime" | default dict -}}
 {{- if or (ne (get $runtime "image" | default "") $image) (ne (get $runtime "imagePullPolicy" | default "") $pull) -}}
 {{- fail (printf "could not set the policy's runtime.image to %s and runtime.imagePullPolicy to %s: write both in its runtime section, one per line (`image: ...`, `imagePullPolicy: ...`), or leave images.runtime as it is" $image $pull) -}}
+{{- end -}}
+{{- if and $secrets (ne (toJson (get $runtime "imagePullSecrets")) (toJson $secrets)) -}}
+{{- fail (printf "could not set the policy's runtime.imagePullSecrets to %s: write it in its runtime section on one line (`imagePullSecrets: [a, b]`), or leave images.runtime.pullSecrets empty" $secretList) -}}
 {{- end -}}
 {{- $text -}}
 {{- end -}}
