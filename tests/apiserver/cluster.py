@@ -52,6 +52,8 @@ CONTROLLERS = (
     "serviceaccount-token-controller",
     "job-controller",
     "resourcequota-controller",
+    "statefulset-controller",
+    "daemonset-controller",
 )
 HOW_TO_GET = (
     "set KUBEBUILDER_ASSETS to a directory holding kube-apiserver, etcd and kubectl "

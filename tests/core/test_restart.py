@@ -97,6 +97,30 @@ def test_the_plan_restarts_only_complete_rollouts_and_says_why_it_holds_the_othe
     assert "PodDisruptionBudget all covers its pods" in {s.workload.name: s for s in steps}["ready"].detail
 
 
+def stateful_set(partition: int | None) -> dict:
+    """Two ordinals, both of the current revision and available: a complete rollout."""
+    spec = {"replicas": 2, "template": {"metadata": worker()["metadata"], "spec": worker()["spec"]}}
+    if partition is not None:
+        spec["updateStrategy"] = {"type": "RollingUpdate", "rollingUpdate": {"partition": partition}}
+    status = {"observedGeneration": 1, "replicas": 2, "readyReplicas": 2, "availableReplicas": 2, "currentReplicas": 2,
+              "updatedReplicas": 2, "currentRevision": "plane-worker-5c8d", "updateRevision": "plane-worker-5c8d"}
+    return {"metadata": {"name": "plane-worker", "generation": 1}, "spec": copy.deepcopy(spec), "status": status}
+
+
+def test_a_stateful_set_with_a_partition_is_held_as_its_pods_below_it_would_keep_their_template():
+    """Restarted, it would replace only the ordinals from the partition up, then fail on the
+    others as if the webhook had let them through unguarded."""
+    pods = [owned(worker(f"plane-worker-{ordinal}"), "StatefulSet", "plane-worker") for ordinal in range(2)]
+    found = {}
+    for partition in (None, 0, 1, 2):
+        enabled = namespace_report("plane", "enabled", {"StatefulSet": [stateful_set(partition)]}, pods, RUNNING)
+        (step,), _ = plan(report_of(enabled), {})
+        found[partition] = (step.result, step.detail)
+    assert [result for result, _ in found.values()] == [PLANNED, PLANNED, HELD, HELD]
+    assert found[1][1] == ("its updateStrategy has partition 1: a restart replaces only its pods from ordinal 1 up; "
+                           "set the partition to 0, then run restart again")
+
+
 def test_failing_webhook_checks_refuse_the_restart_and_certificate_days_or_checks_not_done_do_not():
     checks = [Check("serving certificate", False, "expires in 3 days", kind="certificate"),
               Check("serving certificate", False, "no read access", done=False, kind="certificate"),

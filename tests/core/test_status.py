@@ -226,6 +226,20 @@ def test_a_deployment_s_rollout_is_read_as_kubectl_rollout_status_reads_it():
                                  "status": {"observedGeneration": 3, "desiredNumberScheduled": 2, "updatedNumberScheduled": 1}}, []).state == UNDER_WAY
 
 
+def test_a_partitioned_stateful_set_is_rolled_out_once_its_ordinals_from_the_partition_up_are():
+    def sts(updated: int, partition: int | None, revisions: tuple[str, str] = ("a", "b")) -> dict:
+        strategy = {"type": "RollingUpdate", "rollingUpdate": {"partition": partition}} if partition is not None else {}
+        return {"metadata": {"generation": 2}, "spec": {"replicas": 3, "updateStrategy": strategy},
+                "status": {"observedGeneration": 2, "replicas": 3, "readyReplicas": 3, "availableReplicas": 3,
+                           "updatedReplicas": updated, "currentRevision": revisions[0], "updateRevision": revisions[1]}}
+    assert rollout("StatefulSet", sts(0, 1), []).detail == "0 of 2 pods from ordinal 1 up updated (partition 1)"
+    assert rollout("StatefulSet", sts(1, 1), []).state == UNDER_WAY
+    assert rollout("StatefulSet", sts(2, 1), []).state == COMPLETE
+    assert rollout("StatefulSet", sts(1, None), []).state == UNDER_WAY
+    assert rollout("StatefulSet", sts(3, None, ("b", "b")), []).state == COMPLETE
+    assert rollout("StatefulSet", sts(0, 5), []).state == COMPLETE  # a partition above every ordinal replaces nothing
+
+
 def test_during_a_rollout_the_new_pods_are_named_and_no_restart_line_repeats_it():
     old = owned(worker("plane-worker-wl-7d9f8b6c5-abcde"), "ReplicaSet", "plane-worker-wl-7d9f8b6c5")
     new = guarded(owned(worker("plane-worker-wl-5f6d7c8b9-fghij"), "ReplicaSet", "plane-worker-wl-5f6d7c8b9"))

@@ -8,11 +8,12 @@ names the running policy and version, and the pods show plane-guard's changes. T
 classified by the same code as ``status`` (``status_report``), so the two never disagree.
 
 It never touches a workload whose rollout is not complete (under way, waiting for pods, past its
-progress deadline, or with the OnDelete strategy), nor one whose pods a PodDisruptionBudget
-currently allows no disruption: a rollout is not an eviction, so Kubernetes does not apply the
-budget to it, but a budget at zero says the pods are at the floor their owner set. It refuses to
-start while a webhook check fails (a restart then only makes new unguarded pods), and stops at
-the first failure, naming what it left undone.
+progress deadline, or with the OnDelete strategy), nor a StatefulSet with a partition (its pods
+below it would keep their template), nor one whose pods a PodDisruptionBudget currently allows no
+disruption: a rollout is not an eviction, so Kubernetes does not apply the budget to it, but a
+budget at zero says the pods are at the floor their owner set. It refuses to start while a
+webhook check fails (a restart then only makes new unguarded pods), and stops at the first
+failure, naming what it left undone.
 
 Without ``--yes`` it prints the plan and asks on a terminal; when stdin is not a terminal it
 changes nothing (a dry run) and says to pass ``--yes``. Exit 0: everything asked for is guarded
@@ -166,6 +167,15 @@ def template_labels(workload: dict[str, Any] | None) -> dict[str, Any]:
     return as_map(as_map(as_map(as_map(as_map(workload).get("spec")).get("template")).get("metadata")).get("labels"))
 
 
+def partition(workload: WorkloadReport) -> int:
+    """A StatefulSet's rolling-update partition: its pods below that ordinal keep their template."""
+    if workload.kind != "StatefulSet":
+        return 0
+    strategy = as_map(as_map(as_map(workload.source).get("spec")).get("updateStrategy"))
+    value = as_map(strategy.get("rollingUpdate")).get("partition")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def why_not_now(namespace: str, workload: WorkloadReport, budgets: Sequence[dict[str, Any]]) -> str | None:
     """Why this workload must not be restarted now, or None when it may."""
     current = workload.rollout
@@ -178,6 +188,12 @@ def why_not_now(namespace: str, workload: WorkloadReport, budgets: Sequence[dict
             "waiting": f"its last rollout is not complete ({current.detail}): a restart would not finish; see {kubectl}",
             "stuck": f"{current.detail}: fix that rollout first ({kubectl})",
         }.get(current.state, current.detail)
+    # A rollout stops at the partition: the pods below it would stay as they are, and the
+    # check after the rollout would blame the webhook for them.
+    held = partition(workload)
+    if held > 0:
+        return (f"its updateStrategy has partition {held}: a restart replaces only its pods from ordinal {held} up; "
+                "set the partition to 0, then run restart again")
     problems = budget_problems(template_labels(workload.source), budgets)
     if problems:
         return "; ".join(problems) + ": restart it when the budget allows a disruption"

@@ -294,8 +294,14 @@ def rollout(kind: str, workload: dict[str, Any], pods: Sequence[dict[str, Any]],
         if observed < generation or not observed:
             return Rollout(UNDER_WAY, "the new template is not yet observed by the controller", new)
         partition = _int(as_map(as_map(spec.get("updateStrategy")).get("rollingUpdate")).get("partition"))
-        if status.get("updateRevision") != status.get("currentRevision") and not partition:
-            return Rollout(UNDER_WAY, f"{_int(status.get('updatedReplicas'))} of {wanted} pods updated", new)
+        updated = _int(status.get("updatedReplicas"))
+        if partition:
+            # As kubectl reads it: the rollout is done once the ordinals from the partition up are updated.
+            due = max(wanted - partition, 0)
+            if updated < due:
+                return Rollout(UNDER_WAY, f"{updated} of {due} pods from ordinal {partition} up updated (partition {partition})", new)
+        elif status.get("updateRevision") != status.get("currentRevision"):
+            return Rollout(UNDER_WAY, f"{updated} of {wanted} pods updated", new)
         ready = _int(status.get("availableReplicas", status.get("readyReplicas")))
         if ready < wanted:
             return Rollout(WAITING, f"{ready} of {wanted} pods available", new)
