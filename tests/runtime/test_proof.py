@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.proof import broker, checks
-from tests.proof.scenarios import Result, run_all
+from tests.proof.scenarios import PUBLISH_BOUND, Result, run_all
 
 pytestmark = [pytest.mark.broker, pytest.mark.root, pytest.mark.containers]
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +76,10 @@ def test_the_baseline_loses_tasks_in_the_black_hole(results):
 def test_a_blocked_broker_holds_a_guarded_publish_no_longer_than_the_bound(results):
     assert checks.check_blocked_publish_is_bounded(results) == []
     baseline, guarded = _one(results, "blocked", "baseline"), _one(results, "blocked", "guarded")
-    assert baseline.raised == 0 and baseline.lost == 0  # unguarded: buffered, delivered once the alarm cleared
+    # Unguarded: every delay() returns at once, the message only buffered. It arrives once the
+    # alarm clears, unless the process exits first (the baseline's gunicorn rotates after 5
+    # requests): then it is lost without a word (test_publish_accounting shows that case alone).
+    assert baseline.raised == 0 and baseline.max_delay_s < PUBLISH_BOUND / 2, baseline.line()
     assert guarded.lost == 0 and guarded.raised >= 1  # guarded: loud at the bound, never silent
 
 

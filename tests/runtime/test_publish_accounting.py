@@ -19,7 +19,7 @@ import time
 import pytest
 
 from tests.proof import broker
-from tests.runtime.conftest import APP_DIR, hook_env
+from tests.runtime.conftest import APP_DIR, base_env, hook_env
 
 BOUND = 3
 STEPS = json.dumps([r"(^|/)manage\.py(\s|$)"])
@@ -98,6 +98,28 @@ def test_outside_a_start_up_step_the_same_publish_raises_with_a_line(runtime_dir
     assert [line["outcome"] for line in lines] == ["raised"]
     assert lines[0]["task"] == "plane.bgtasks.instance_traces"
     assert summaries(done.stderr)[0]["counts"]["raised"] == 1
+
+
+@pytest.mark.broker
+@pytest.mark.root
+def test_unguarded_a_start_up_step_that_exits_during_an_alarm_loses_its_task_without_a_word(vhost):
+    """The baseline the ``continued`` line answers. Unguarded, the publish only reaches the socket
+    buffer: the step returns at once and exits, its connection closes while the broker reads
+    nothing, and the task is gone, with nothing on stderr. (The same holds for any unguarded
+    process that exits during an alarm: a gunicorn worker rotating, a pod stopping.)"""
+    vhost.bind_queue("celery", "celery", exchange_type="direct", routing_key="celery")
+    env = base_env(AMQP_URL=vhost.url())
+    argv = [sys.executable, "manage.py", "register_instance", "signature"]
+    calm = subprocess.run(argv, env=env, cwd=APP_DIR, capture_output=True, text=True, timeout=60)
+    assert calm.returncode == 0, calm.stderr[-3000:]
+    assert len(vhost.drain("celery")) == 1, "without an alarm the task must arrive: the comparison below needs it"
+    done, seconds = _run_during_alarm(argv, env, hold=6)
+    assert done.returncode == 0 and seconds < 3, (seconds, done.stderr[-3000:])
+    deadline = time.monotonic() + 5  # the alarm is over: whatever the broker still holds is routed by now
+    while vhost.queue_depth() == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert vhost.queue_depth() == 0, "the task published during the alarm arrived after all"
+    assert publish_lines(done.stderr) == [] and "Error" not in done.stderr
 
 
 PUBLISH_TWICE = textwrap.dedent(
