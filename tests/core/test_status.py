@@ -316,8 +316,10 @@ def test_the_ca_bundle_must_verify_the_serving_certificate_for_the_name_the_api_
     assert ok.ok and ok.detail.endswith("verifies the serving certificate for plane-guard.plane-guard.svc")
     elsewhere = configuration(bundle.ca_pem, service={"namespace": "other", "name": "plane-guard", "path": "/mutate"})
     (by_name,) = configuration_checks("MutatingWebhookConfiguration", "pg", elsewhere, chain, NOW)
-    assert not by_name.ok and by_name.detail == ("Service other/plane-guard: the serving certificate does not verify against the "
-                                                 "caBundle for plane-guard.other.svc: leaf certificate has no matching subjectAltName")
+    # The reason after the colon is cryptography's own words, which vary by release; the host is named once.
+    assert not by_name.ok and by_name.detail.startswith("Service other/plane-guard: the serving certificate does not verify against the "
+                                                        "caBundle for plane-guard.other.svc: ")
+    assert "subjectAltName" in by_name.detail and by_name.detail.count("plane-guard.other.svc") == 1
     other = certs.generate("plane-guard", "plane-guard", 30)
     (wrong_ca,) = configuration_checks("MutatingWebhookConfiguration", "pg", configuration(other.ca_pem), chain, NOW)
     assert not wrong_ca.ok and "holds no CA that signed the serving certificate" in wrong_ca.detail

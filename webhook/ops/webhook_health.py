@@ -89,7 +89,9 @@ def _verify(chain: list[x509.Certificate], cas: list[x509.Certificate], name: x5
         issuers = {c.issuer for c in chain}
         if not any(ca.subject in issuers for ca in cas):
             return f"the caBundle holds no CA that signed the serving certificate (issuer {chain[0].issuer.rfc4514_string()})"
-        return f"the serving certificate does not verify against the caBundle for {_name(name)}: {plain(error)}"
+        # cryptography 51 and later name the host again at the end of the reason; say it once.
+        reason = plain(error).removesuffix(f" for {_name(name)}")
+        return f"the serving certificate does not verify against the caBundle for {_name(name)}: {reason}"
 
 
 def configuration_checks(kind: str, name: str, configuration: dict[str, Any] | None,
